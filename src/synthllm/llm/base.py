@@ -1,0 +1,124 @@
+"""The one interface every model backend implements.
+
+A stage builds :class:`ChatRequest` objects and parses :class:`ChatResponse`
+texts; it never knows which backend answered. A backend takes a batch of
+requests and returns one response per request, in order. Caching, retries of
+whole stages and sharding live outside the backend (see ``llm/cache.py`` and
+``executors/``), so a new backend is one small file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Protocol, Sequence, runtime_checkable
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Sampling parameters sent with a request; part of the cache key."""
+
+    max_tokens: int = 512
+    temperature: float = 0.7
+    top_p: float = 0.95
+    seed: int = 0
+
+    def as_dict(self) -> dict:
+        return {
+            "max_tokens": self.max_tokens,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "seed": self.seed,
+        }
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    """One chat-completion request.
+
+    ``messages`` is a list of ``{"role", "content"}`` dicts (OpenAI chat
+    format). ``sample_index`` distinguishes repeated samples of the same prompt
+    (self-consistency) so that they get different cache keys and seeds.
+    """
+
+    messages: tuple[tuple[str, str], ...]
+    sampling: Sampling = field(default_factory=Sampling)
+    sample_index: int = 0
+
+    @classmethod
+    def from_messages(cls, messages: Sequence[dict], sampling: Sampling, sample_index: int = 0) -> "ChatRequest":
+        return cls(tuple((m["role"], m["content"]) for m in messages), sampling, sample_index)
+
+    def message_dicts(self) -> list[dict]:
+        return [{"role": role, "content": content} for role, content in self.messages]
+
+    def cache_key(self, model: str) -> str:
+        """Hash of (model, sampling parameters, messages, sample index)."""
+        payload = json.dumps(
+            [model, self.sampling.as_dict(), self.messages, self.sample_index],
+            ensure_ascii=False,
+            separators=(",", ":"),
+        )
+        return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+@dataclass
+class ChatResponse:
+    """A backend's answer to one request.
+
+    ``text`` is None when the request failed; ``error`` then says why (never
+    containing credentials). ``finish_reason`` is ``"stop"``, ``"length"`` or
+    ``"error"``. ``cached`` is set by the cache layer, not by backends.
+    """
+
+    text: str | None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    finish_reason: str = "stop"
+    error: str | None = None
+    cached: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.text is not None and self.error is None
+
+    def to_dict(self) -> dict:
+        return {
+            "text": self.text,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "finish_reason": self.finish_reason,
+            "error": self.error,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict, cached: bool = False) -> "ChatResponse":
+        return cls(
+            text=data.get("text"),
+            prompt_tokens=int(data.get("prompt_tokens", 0)),
+            completion_tokens=int(data.get("completion_tokens", 0)),
+            finish_reason=data.get("finish_reason", "stop"),
+            error=data.get("error"),
+            cached=cached,
+        )
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """What every backend provides.
+
+    ``model_name`` identifies the model in cache keys and in the dataset.
+    ``generate`` answers a batch; a failed request gets a response with
+    ``error`` set rather than raising, so one bad request never kills a batch.
+    ``preferred_batch_size`` tells the executor how many requests to hand over
+    at once (an embedded model batches on the device; a server backend keeps
+    that many requests in flight).
+    """
+
+    model_name: str
+    preferred_batch_size: int
+
+    def generate(self, requests: Sequence[ChatRequest]) -> list[ChatResponse]: ...
+
+    def close(self) -> None: ...

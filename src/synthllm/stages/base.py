@@ -1,0 +1,64 @@
+"""What a model stage is: build a prompt from a record, parse the reply.
+
+A model stage (Curator's two-method shape) is a small class with
+
+- ``build(record) -> messages``: the chat messages for one input record;
+- ``parse(record, texts) -> list of output records``: turn the model's reply
+  (``n_samples`` replies for self-consistency stages) into records.
+
+``parse`` raises :class:`Unsuitable` when the model says the input is not
+suitable (a legitimate outcome, counted) and :class:`Unparsable` when the
+reply cannot be read; the executor keeps the raw text and the reason in the
+stage's rejects and counts them, so nothing is silently dropped. The stage
+never sees a backend, a cache or a shard: the executor owns those.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
+
+from ..llm.base import Sampling
+
+Record = dict[str, Any]
+
+
+class Unsuitable(Exception):
+    """The model declined the input (e.g. Level-1's 'not suitable' sentinel)."""
+
+
+class Unparsable(Exception):
+    """The reply could not be parsed; the message says why."""
+
+
+class ModelStage(ABC):
+    """Base class for stages that call the model once (or ``n_samples`` times) per record."""
+
+    #: stage name: the run folder's sub-folder and the manifest key
+    name: ClassVar[str]
+    #: prompt template name in ``synthllm/prompts`` (``<name>.v<k>.txt``)
+    template_name: ClassVar[str]
+    #: how many replies ``parse`` receives per record
+    n_samples: int = 1
+
+    def __init__(self, sampling: Sampling, prompt_version: str | None = None):
+        from ..prompts import load_template
+
+        self.sampling = sampling
+        self.template = load_template(self.template_name, prompt_version)
+
+    @property
+    def prompt_version(self) -> str:
+        return self.template.version
+
+    def record_id(self, record: Record) -> str:
+        """The id that names an input record in rejects and lineage."""
+        return str(record["id"])
+
+    @abstractmethod
+    def build(self, record: Record) -> list[dict]:
+        """Chat messages for one input record."""
+
+    @abstractmethod
+    def parse(self, record: Record, texts: list[str]) -> list[Record]:
+        """Output records for one input record; raise Unsuitable or Unparsable."""
