@@ -1,0 +1,193 @@
+"""Concept-name canonicalisation and near-synonym merging.
+
+The paper matches concept strings exactly, so "Prime numbers", "prime number"
+and "prime-number" would be three nodes. :func:`canonicalize` folds the
+spelling variants that carry no meaning (ours, see docs/graph.md):
+
+- Unicode NFKC, prose lower-cased (math keeps its case), whitespace collapsed;
+- punctuation outside math: hyphens, underscores and slashes become spaces,
+  possessive ``'s`` and other punctuation are dropped;
+- LaTeX spacing: inside ``$...$``, ``\\(...\\)`` and ``\\[...\\]`` the spacing
+  commands (``\\,`` ``\\;`` ``\\!`` ``\\quad`` ``~``) are removed, and so is
+  whitespace except between a command name and a following letter
+  (``\\sin x`` keeps its space, ``x ^ 2`` becomes ``x^2``);
+- simple plurals: the last word and each word right before "of" are put in the
+  singular by suffix rules (``-ies``, ``-ches``, ``-s``...) with a list of
+  irregular forms and of words that only look plural ("series", "physics").
+
+:func:`merge_near_synonyms` goes further with sentence embeddings: names whose
+cosine similarity is above a threshold are grouped and mapped to one
+representative; the map is returned so it can be inspected.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Callable, Sequence
+from functools import lru_cache
+
+import numpy as np
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+_MATH_SEGMENT = re.compile(r"(\$\$.*?\$\$|\$.*?\$|\\\(.*?\\\)|\\\[.*?\\\])", re.DOTALL)
+_LATEX_SPACING = re.compile(r"\\[,;:! ]|\\q?quad\b|~")
+_COMMAND_THEN_LETTER = re.compile(r"(\\[A-Za-z]+)\s+(?=[A-Za-z])")
+_ANY_SPACE = re.compile(r"\s+")
+_SEPARATORS = re.compile(r"[-‐‑‒–—_/]+")
+_POSSESSIVE = re.compile(r"(?<=\w)['’]s\b")
+_PUNCTUATION = re.compile(r"[^\w\s$\\^+*=<>|.]|(?<!\d)\.|\.(?!\d)")
+_WHITESPACE = re.compile(r"\s+")
+
+_IRREGULAR_SINGULARS = {
+    "matrices": "matrix", "vertices": "vertex", "indices": "index", "appendices": "appendix",
+    "radii": "radius", "foci": "focus", "loci": "locus", "nuclei": "nucleus", "stimuli": "stimulus",
+    "criteria": "criterion", "phenomena": "phenomenon", "polyhedra": "polyhedron",
+    "axes": "axis", "bases": "basis", "analyses": "analysis", "hypotheses": "hypothesis",
+    "theses": "thesis", "parentheses": "parenthesis", "ellipses": "ellipse", "asymptotes": "asymptote",
+    "formulae": "formula", "formulas": "formula", "lemmata": "lemma", "children": "child",
+    "men": "man", "women": "woman", "people": "person", "data": "data", "media": "media",
+}
+# words that end in "s" but are singular (or have no singular)
+_NOT_PLURAL = {
+    "series", "species", "means", "news", "analysis", "basis", "axis", "thesis", "hypothesis",
+    "parenthesis", "synthesis", "diagnosis", "emphasis", "genesis", "calculus", "radius", "locus",
+    "focus", "nucleus", "modulus", "torus", "rhombus", "annulus", "stimulus", "status", "corpus",
+    "lens", "bias", "gas", "atlas", "chaos", "cosmos", "ethos", "pathos", "logos", "always",
+    "mathematics", "physics", "statistics", "economics", "dynamics", "mechanics", "kinematics",
+    "thermodynamics", "electronics", "optics", "genetics", "linguistics", "ethics", "politics",
+    "logistics", "acoustics", "combinatorics", "topics", "whereas", "thus", "plus", "minus",
+    "versus", "less", "cos", "sinus", "gauss", "stokes", "maxwells", "bayes", "jones", "lagranges",
+}
+_BEFORE_OF = {"of"}
+
+
+def _singular(word: str) -> str:
+    """The singular of one lower-case word by suffix rules (words of 3 letters or less kept)."""
+    if word in _IRREGULAR_SINGULARS:
+        return _IRREGULAR_SINGULARS[word]
+    if len(word) <= 3 or not word.isalpha() or word in _NOT_PLURAL or word.endswith("ics"):
+        return word
+    if word.endswith("ies") and len(word) > 4:
+        return word[:-3] + "y"
+    if word.endswith(("sses", "ches", "shes", "xes", "zzes")):
+        return word[:-2]
+    if word.endswith("s") and not word.endswith(("ss", "us", "is")):
+        return word[:-1]
+    return word
+
+
+def _canonical_math(segment: str) -> str:
+    segment = _LATEX_SPACING.sub(" ", segment)
+    # protect the space that ends a command name before a letter ("\\sin x"), drop the others
+    segment = _COMMAND_THEN_LETTER.sub("\\1\x00", segment)
+    return _ANY_SPACE.sub("", segment).replace("\x00", " ")
+
+
+def _canonical_text(text: str) -> str:
+    text = _POSSESSIVE.sub("", text)
+    text = _SEPARATORS.sub(" ", text)
+    text = _PUNCTUATION.sub("", text)
+    words = text.split()
+    for position, word in enumerate(words):
+        is_last = position == len(words) - 1
+        if is_last or words[position + 1] in _BEFORE_OF:
+            words[position] = _singular(word)
+    return " ".join(words)
+
+
+@lru_cache(maxsize=1 << 20)
+def canonicalize(name: str) -> str:
+    """The canonical form of a concept or topic name.
+
+    Parameters
+    ----------
+    name : str
+        A concept string as a model wrote it.
+
+    Returns
+    -------
+    str
+        Lower-case, whitespace-collapsed name with punctuation, LaTeX spacing and
+        simple plurals folded (see the module docstring). An empty string means
+        the name held nothing but punctuation.
+
+    Examples
+    --------
+    >>> canonicalize("  Prime-Numbers ")
+    'prime number'
+    >>> canonicalize("Pythagoras's theorem")
+    'pythagoras theorem'
+    >>> canonicalize("Roots of $x ^ 2 \\\\, + 1$")
+    'root of $x^2+1$'
+    """
+    text = unicodedata.normalize("NFKC", name)
+    pieces = []
+    for index, piece in enumerate(_MATH_SEGMENT.split(text)):
+        # odd pieces are the math segments captured by the split pattern; case matters in
+        # math ($\Gamma$ is not $\gamma$), so only the prose is lower-cased
+        pieces.append(_canonical_math(piece) if index % 2 else f" {_canonical_text(piece.lower())} ")
+    return _WHITESPACE.sub(" ", "".join(pieces)).strip()
+
+
+def merge_near_synonyms(
+    names: Sequence[str],
+    threshold: float = 0.9,
+    frequencies: Sequence[float] | None = None,
+    embed: Callable[[list[str]], np.ndarray] | None = None,
+    block_size: int = 4096,
+) -> dict[str, str]:
+    """Group names whose embeddings are closer than a cosine threshold.
+
+    Pairs with cosine similarity ``>= threshold`` are linked and the connected
+    components of that similarity graph become synonym groups (single-link:
+    a chain of close pairs joins its ends). Each group is represented by its
+    most frequent member (ties: the shorter, then the alphabetically first).
+
+    Parameters
+    ----------
+    names : sequence of str
+        Distinct canonical names of one namespace (topics or key concepts).
+    threshold : float, default 0.9
+        Cosine similarity at or above which two names are merged.
+    frequencies : sequence of float, optional
+        Weight of each name (e.g. document frequency) used to pick the
+        representative; all equal if omitted.
+    embed : callable, optional
+        ``embed(list_of_texts) -> (n, d)`` L2-normalised float array; defaults
+        to :func:`synthllm.embeddings.embed_texts` (packaged all-MiniLM-L6-v2).
+    block_size : int, default 4096
+        Rows per block of the similarity product (bounds memory to
+        ``block_size * len(names)`` floats).
+
+    Returns
+    -------
+    dict of str to str
+        ``{variant: representative}`` for every name that is merged into
+        another; names that stay themselves are absent.
+    """
+    if len(names) < 2:
+        return {}
+    if embed is None:
+        from ..embeddings import embed_texts as embed
+    vectors = np.asarray(embed(list(names)), dtype=np.float32)
+    rows, cols = [], []
+    for start in range(0, len(names), block_size):
+        similarity = vectors[start:start + block_size] @ vectors.T
+        block_rows, block_cols = np.nonzero(similarity >= threshold)
+        keep = block_cols > block_rows + start  # each unordered pair once, no self pairs
+        rows.append(block_rows[keep] + start)
+        cols.append(block_cols[keep])
+    row_array, col_array = np.concatenate(rows), np.concatenate(cols)
+    pairs = coo_matrix((np.ones(len(row_array), dtype=np.int8), (row_array, col_array)),
+                       shape=(len(names), len(names)))
+    _, labels = connected_components(pairs, directed=False)
+    weights = np.ones(len(names)) if frequencies is None else np.asarray(frequencies, dtype=float)
+    # representative: highest weight, then shortest, then alphabetically first
+    order = sorted(range(len(names)), key=lambda i: (-weights[i], len(names[i]), names[i]))
+    representative: dict[int, str] = {}
+    for index in order:
+        representative.setdefault(int(labels[index]), names[index])
+    return {name: representative[int(label)] for name, label in zip(names, labels)
+            if representative[int(label)] != name}

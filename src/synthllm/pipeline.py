@@ -1,0 +1,481 @@
+"""The SynthLLM pipeline over one run folder.
+
+Steps, each resumable (committed shards are skipped, model replies are cached):
+
+1. ``documents``  stream the corpus into shards (malformed lines reported and counted)
+2. ``concepts``   level, subject, topics and key concepts per document
+3. ``level1``     questions from one document
+4. ``level2``     questions from a document and its concepts
+5. ``graph``      the corpus-wide concept graph (a reduce step over all concepts)
+6. ``walks``      seeded random walks; top-k Jaccard reference documents per walk
+7. ``level3``     questions from each walk's concepts and references
+8. ``answers``    an answer for every question
+9. ``curate``     dedup and decontamination, then dataset.parquet / dataset.jsonl
+
+Every step records its counts in ``manifest.json``; :func:`reconcile` checks
+that they add up. A step's outputs carry a fingerprint of what produced them
+(config section, model, prompt version, upstream fingerprints); when that
+changes, the step and everything downstream is redone instead of mixing old
+and new records.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable
+
+from . import __version__
+from .config import Config
+from .executors.local import run_model_stage
+from .io import InputError, ReadStats, read_documents
+from .llm.base import Backend, Sampling
+from .llm.cache import ResponseCache
+from .progress import console, stage_progress
+from .stages.answers import AnswerQuestions
+from .stages.base import ModelStage
+from .stages.concepts import ExtractConcepts
+from .stages.level1 import Level1Questions
+from .stages.level2 import Level2Questions
+from .stages.level3 import Level3Questions
+from .stages.records import stable_id
+from .store import RunStore, empty_counts
+
+QUESTION_STAGES = ("level1", "level2", "level3")
+
+
+def make_backend(config: Config) -> Backend:
+    """The backend the config asks for."""
+    llm = config.llm
+    if llm.backend == "embedded":
+        from .llm.embedded import TransformersBackend
+
+        return TransformersBackend(llm.model, batch_size=llm.batch_size, device=llm.device, threads=llm.threads)
+    from .llm.openai_backend import OpenAIBackend
+
+    return OpenAIBackend(model=llm.model, base_url=llm.base_url, api_key_env=llm.api_key_env,
+                         max_concurrency=llm.max_concurrency, rpm=llm.rpm, tpm=llm.tpm, timeout=llm.timeout,
+                         max_retries=llm.max_retries, context_window=llm.context_window, prices=llm.prices)
+
+
+def _sampling(section, seed: int) -> Sampling:
+    return Sampling(max_tokens=section.max_tokens, temperature=section.temperature, top_p=section.top_p, seed=seed)
+
+
+def _digest(*parts) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+class DocumentTexts:
+    """id → text of every input document, in an SQLite file of the run (Level-3 needs random access)."""
+
+    def __init__(self, path: Path):
+        self._conn = sqlite3.connect(path)
+        self._conn.execute("CREATE TABLE IF NOT EXISTS docs (id TEXT PRIMARY KEY, text TEXT NOT NULL)")
+
+    def add(self, documents: Iterable[dict]) -> None:
+        with self._conn:
+            self._conn.executemany("INSERT OR REPLACE INTO docs VALUES (?, ?)",
+                                   ((d["id"], d["text"]) for d in documents))
+
+    def get(self, doc_id: str) -> str:
+        row = self._conn.execute("SELECT text FROM docs WHERE id = ?", (doc_id,)).fetchone()
+        if row is None:
+            raise KeyError(doc_id)
+        return row[0]
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+@dataclass
+class Shard:
+    name: str
+    load: Callable[[], list[dict]]
+    size: int
+
+    def __iter__(self):  # lets a Shard unpack as the executor's (name, load, size)
+        return iter((self.name, self.load, self.size))
+
+
+class Pipeline:
+    """Runs the SynthLLM steps of ``config`` in the run folder ``out``.
+
+    Parameters
+    ----------
+    config : the validated run configuration.
+    out : run folder (created if missing; an existing one is resumed).
+    backend : a ready backend; by default one is made from ``config.llm`` on first use.
+    cache : the response cache; by default ``config.cache_path`` or the shared default.
+    show_progress : draw progress bars (only on a terminal).
+    """
+
+    def __init__(self, config: Config, out: str | Path, backend: Backend | None = None,
+                 cache: ResponseCache | None = None, show_progress: bool = True):
+        self.config = config
+        self.store = RunStore(out)
+        self._backend = backend
+        self.cache = cache if cache is not None else ResponseCache(config.cache_path)
+        self.show_progress = show_progress
+        self.fingerprints: dict[str, str] = {}
+        self.manifest = self.store.read_manifest()
+        self.manifest.setdefault("stages", {})
+        self._texts: DocumentTexts | None = None
+
+    # -- plumbing ------------------------------------------------------------
+    @property
+    def backend(self) -> Backend:
+        if self._backend is None:
+            with console.status(f"loading model {self.config.llm.model} ..."):
+                self._backend = make_backend(self.config)
+        return self._backend
+
+    @property
+    def texts(self) -> DocumentTexts:
+        if self._texts is None:
+            self._texts = DocumentTexts(self.store.root / "documents.sqlite")
+        return self._texts
+
+    def _fingerprint(self, stage: str, *parts) -> bool:
+        """Record ``stage``'s fingerprint; reset the stage if it changed. Returns True if it was reset."""
+        value = _digest(stage, *parts)
+        self.fingerprints[stage] = value
+        path = self.store.stage_dir(stage) / "_fingerprint"
+        old = path.read_text().strip() if path.exists() else None
+        reset = old is not None and old != value
+        if reset:
+            console.print(f"[yellow]{stage}: settings or inputs changed since the last run; redoing it[/]")
+            self.store.reset_stage(stage)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if old != value:
+            path.write_text(value)
+        return reset
+
+    def _shards_of(self, stage: str, transform: Callable[[str, list[dict]], list[dict]] | None = None,
+                   prefix: str = "") -> list[Shard]:
+        shards = []
+        for name in self.store.shards(stage):
+            size = json.loads((self.store.stage_dir(stage) / f"{name}.done.json").read_text())["out"]
+
+            def load(name=name):
+                records = self.store.read_shard(stage, name)
+                return transform(name, records) if transform else records
+
+            shards.append(Shard(prefix + name, load, size))
+        return shards
+
+    def _run_stage(self, stage: ModelStage, shards: list[Shard], label: str) -> dict:
+        total = sum(s.size for s in shards)
+        with stage_progress(label, total, self.show_progress) as progress:
+            counts = run_model_stage(stage, shards, self.store, self.backend, self.cache, progress,
+                                     extra_fields={"seed": self.config.seed})
+        self._record(stage.name, counts, prompt_version=stage.prompt_version)
+        return counts
+
+    def _record(self, stage: str, counts: dict, **extra) -> None:
+        self.manifest["stages"][stage] = {**counts, **extra, "fingerprint": self.fingerprints.get(stage)}
+        self._summary_line(stage, counts)
+        self.save_manifest()
+
+    @staticmethod
+    def _summary_line(stage: str, counts: dict) -> None:
+        parts = [f"in {counts.get('in', 0)}", f"out {counts.get('out', 0)}"]
+        for key in ("unsuitable", "unparsable", "failed", "removed", "skipped"):
+            if counts.get(key):
+                parts.append(f"{key} {counts[key]}")
+        if counts.get("model_calls") or counts.get("cached"):
+            parts.append(f"model calls {counts.get('model_calls', 0)}, cached {counts.get('cached', 0)}")
+        console.print(f"[green]✓[/] {stage:<10} " + ", ".join(parts))
+
+    def save_manifest(self) -> None:
+        self.manifest.update({
+            "synthllm_version": __version__,
+            "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "config": self.config.model_dump(mode="json"),
+            "versions": _versions(),
+            "model": self._backend.model_name if self._backend is not None else self.manifest.get("model"),
+        })
+        self.manifest["reconciliation"] = reconcile(self.manifest)
+        self.store.write_manifest(self.manifest)
+
+    # -- steps -----------------------------------------------------------------
+    def documents(self) -> dict:
+        cfg = self.config.input
+        if cfg.path is None:
+            raise InputError("input.path is not set: name a corpus file or folder in the config")
+        self._fingerprint("documents", cfg.model_dump(mode="json"), self.config.shard_size)
+        done_path = self.store.stage_dir("documents") / "_read.json"
+        if done_path.exists():
+            counts = json.loads(done_path.read_text())
+            self._record("documents", counts)
+            return counts
+        stats = ReadStats()
+        size = self.config.shard_size
+        batch: list[dict] = []
+        index = 0
+        with stage_progress("documents", cfg.limit, self.show_progress) as progress:
+            reader = read_documents(cfg.path, cfg.format, cfg.text_field, cfg.id_field, cfg.limit, cfg.min_chars,
+                                    stats, on_problem=lambda msg: console.print(f"[yellow]skipped[/] {msg}"))
+            for doc in reader:
+                batch.append(doc)
+                progress.advance(1)
+                if len(batch) == size:
+                    self._commit_documents(index, batch)
+                    index, batch = index + 1, []
+            if batch:
+                self._commit_documents(index, batch)
+        counts = {**empty_counts(), "in": stats.read, "ok": stats.yielded, "out": stats.yielded,
+                  "skipped": sum(stats.skipped.values()), "skipped_by_reason": stats.skipped,
+                  "problems": stats.problems}
+        if stats.yielded == 0:
+            raise InputError(f"{cfg.path}: no usable documents (read {stats.read}; skipped {stats.skipped})")
+        done_path.write_text(json.dumps(counts))
+        self._record("documents", counts)
+        return counts
+
+    def _commit_documents(self, index: int, docs: list[dict]) -> None:
+        name = f"part-{index:05d}"
+        if not self.store.is_committed("documents", name):
+            self.texts.add(docs)
+            n = len(docs)
+            self.store.commit_shard("documents", name, docs, [], {**empty_counts(), "in": n, "ok": n, "out": n})
+
+    def concepts(self) -> dict:
+        cfg = self.config.concepts
+        stage = ExtractConcepts(_sampling(cfg, self.config.seed), cfg.prompt_version, cfg.max_document_chars)
+        self._fingerprint("concepts", cfg.model_dump(mode="json"), self._model_key(), stage.prompt_version,
+                          self.fingerprints["documents"], self.config.seed)
+        return self._run_stage(stage, self._shards_of("documents"), "concepts")
+
+    def level1(self) -> dict:
+        cfg = self.config.level1
+        stage = Level1Questions(_sampling(cfg, self.config.seed), cfg.prompt_version, cfg.questions_per_document,
+                                cfg.max_document_chars)
+        self._fingerprint("level1", cfg.model_dump(mode="json"), self._model_key(), stage.prompt_version,
+                          self.fingerprints["documents"], self.config.seed)
+        return self._run_stage(stage, self._shards_of("documents"), "level1")
+
+    def level2(self) -> dict:
+        cfg = self.config.level2
+        stage = Level2Questions(_sampling(cfg, self.config.seed), cfg.prompt_version, cfg.questions_per_document,
+                                cfg.max_document_chars)
+        self._fingerprint("level2", cfg.model_dump(mode="json"), self._model_key(), stage.prompt_version,
+                          self.fingerprints["concepts"], self.config.seed)
+
+        def with_text(_shard: str, concepts: list[dict]) -> list[dict]:
+            return [{**c, "text": self.texts.get(c["doc_id"])} for c in concepts]
+
+        return self._run_stage(stage, self._shards_of("concepts", with_text), "level2")
+
+    def graph(self):
+        """Build (or load) the concept graph from every concept record."""
+        from .graph import ConceptGraph, ConceptGraphBuilder
+
+        self._fingerprint("graph", self.fingerprints["concepts"])
+        folder = self.store.root / "graph"
+        marker = folder / "_fingerprint"
+        if marker.exists() and marker.read_text() == self.fingerprints["graph"]:
+            return ConceptGraph.load(folder)
+        builder = ConceptGraphBuilder()
+        for record in self.store.iter_records("concepts"):
+            builder.add_document(record["doc_id"], [(t["topic"], t["concepts"]) for t in record["topics"]])
+        graph = builder.build()
+        graph.save(folder)
+        marker.write_text(self.fingerprints["graph"])
+        self.manifest["graph"] = {"topics": graph.n_topics, "concepts": graph.n_concepts}
+        return graph
+
+    def walks(self, graph) -> dict:
+        """Sample walks, group their concepts by topic, retrieve reference documents; commit as shards."""
+        from .graph import sample_walks
+
+        cfg = self.config.level3
+        self._fingerprint("walks", self.fingerprints["graph"], cfg.epochs, cfg.max_walks, cfg.novelty,
+                          cfg.reference_documents, self.config.seed)
+        if self.store.shards("walks"):
+            counts = self.store.stage_counts("walks")
+            self._record("walks", counts)
+            return counts
+        walks = sample_walks(graph, epochs=cfg.epochs, seed=self.config.seed, max_walks=cfg.max_walks,
+                             novelty=cfg.novelty)
+        records = []
+        for walk in walks:
+            references = graph.top_k_documents(walk.nodes, k=cfg.reference_documents)
+            records.append({
+                "id": stable_id("w", self.config.seed, walk.walk_index, walk.nodes),
+                "walk": walk.nodes,
+                "walk_detail": walk.to_dict(),
+                "groups": group_walk_concepts(graph, walk),
+                "references": [{"doc_id": doc_id, "score": score} for doc_id, score in references],
+            })
+        size = self.config.shard_size
+        for index in range(0, max(len(records), 1), size):
+            part = records[index:index + size]
+            n = len(part)
+            self.store.commit_shard("walks", f"part-{index // size:05d}", part, [],
+                                    {**empty_counts(), "in": n, "ok": n, "out": n})
+        coverage = graph.coverage(walks)
+        self.store.write_json("graph/coverage.json", coverage)
+        counts = self.store.stage_counts("walks")
+        self._record("walks", counts)
+        return counts
+
+    def level3(self) -> dict:
+        cfg = self.config.level3
+        stage = Level3Questions(_sampling(cfg, self.config.seed), cfg.prompt_version, cfg.questions_per_walk,
+                                cfg.max_reference_chars)
+        self._fingerprint("level3", cfg.model_dump(mode="json"), self._model_key(), stage.prompt_version,
+                          self.fingerprints["walks"], self.config.seed)
+
+        def with_texts(_shard: str, walks: list[dict]) -> list[dict]:
+            return [{**w, "references": [{**r, "text": self.texts.get(r["doc_id"])} for r in w["references"]]}
+                    for w in walks]
+
+        return self._run_stage(stage, self._shards_of("walks", with_texts), "level3")
+
+    def answers(self) -> dict:
+        cfg = self.config.answers
+        stage = AnswerQuestions(_sampling(cfg, self.config.seed), cfg.prompt_version, cfg.samples)
+        upstream = [self.fingerprints.get(s) for s in QUESTION_STAGES]
+        self._fingerprint("answers", cfg.model_dump(mode="json"), self._model_key(), stage.prompt_version,
+                          upstream, self.config.seed)
+        shards = []
+        for source in QUESTION_STAGES:
+            if self.fingerprints.get(source):
+                shards.extend(self._shards_of(source, prefix=f"{source}-"))
+        counts = self._run_stage(stage, shards, "answers")
+        self.manifest["stages"]["answers"]["sources"] = [s for s in QUESTION_STAGES if self.fingerprints.get(s)]
+        self.save_manifest()
+        return counts
+
+    def curate(self) -> dict:
+        """Dedup, decontaminate and write the dataset files."""
+        from .curate import curate_dataset
+
+        self._fingerprint("curate", self.fingerprints.get("answers"), self.config.dedup.model_dump(mode="json"),
+                          self.config.decontamination.model_dump(mode="json"))
+        result = curate_dataset(self.store, self.config)
+        for stage, counts in result["stages"].items():
+            self._record(stage, counts)
+        self.manifest["dataset_rows"] = result["dataset_rows"]
+        self.manifest["dataset_by_level"] = result["dataset_by_level"]
+        self.save_manifest()
+        return result
+
+    def _model_key(self) -> str:
+        llm = self.config.llm
+        return f"{llm.backend}:{llm.model}"
+
+    # -- whole runs ------------------------------------------------------------
+    def run(self, until: str | None = None, levels: Iterable[int] = (1, 2, 3)) -> dict:
+        """Run every enabled step in order (up to and including ``until``); returns the manifest."""
+        cfg = self.config
+        levels = set(levels)
+        plan: list[tuple[str, Callable[[], object]]] = [("documents", self.documents)]
+        if cfg.concepts.enabled:
+            plan.append(("concepts", self.concepts))
+        if cfg.level1.enabled and 1 in levels:
+            plan.append(("level1", self.level1))
+        if cfg.level2.enabled and 2 in levels:
+            plan.append(("level2", self.level2))
+        if cfg.level3.enabled and 3 in levels:
+            plan.append(("level3", lambda: (self.walks(self.graph()), self.level3())))
+        if cfg.answers.enabled:
+            plan.append(("answers", self.answers))
+            plan.append(("curate", self.curate))
+        names = [name for name, _ in plan]
+        if until is not None and until not in names:
+            raise ValueError(f"step {until!r} is not enabled in this config (enabled: {', '.join(names)})")
+        for name, step in plan:
+            step()
+            if name == until:
+                break
+        return self.manifest
+
+    def close(self) -> None:
+        if self._texts is not None:
+            self._texts.close()
+        if self._backend is not None:
+            self._backend.close()
+        self.cache.close()
+
+
+def group_walk_concepts(graph, walk) -> list[dict]:
+    """The walk's key concepts grouped under its topics, for the Level-3 prompt.
+
+    A concept goes under the walk topic it co-occurs with most often in the
+    corpus (the first walk topic on ties or when it co-occurs with none).
+    """
+    groups = {topic: [] for topic in walk.topics}
+    for concept in walk.concepts:
+        counts = [graph.topic_concept_count(topic, concept) for topic in walk.topics]
+        best = max(range(len(counts)), key=lambda i: (counts[i], -i))
+        groups[walk.topics[best]].append(concept)
+    return [{"topic": topic, "concepts": concepts} for topic, concepts in groups.items() if concepts] or \
+        [{"topic": walk.topics[0], "concepts": list(walk.concepts)}]
+
+
+def reconcile(manifest: dict) -> dict:
+    """Check that the manifest's counts add up; returns ``{"ok": bool, "problems": [...]}``.
+
+    Rules: every stage has in = ok + unsuitable + unparsable + failed;
+    concepts and level1 take every document; level2 takes every document
+    whose concepts parsed; level3 takes every walk; answers take every question
+    of the enabled levels; dedup takes every answered question; decontamination
+    takes what dedup kept; the dataset is what decontamination kept.
+    """
+    stages = manifest.get("stages", {})
+    problems = []
+
+    def get(stage: str, key: str) -> int | None:
+        return stages.get(stage, {}).get(key)
+
+    for name, counts in stages.items():
+        if name == "documents":
+            if counts.get("in") != counts.get("out", 0) + counts.get("skipped", 0):
+                problems.append(f"documents: read {counts.get('in')} != kept {counts.get('out')} + skipped "
+                                f"{counts.get('skipped')}")
+            continue
+        if name in ("dedup", "decontam"):
+            if counts.get("in") != counts.get("out", 0) + counts.get("removed", 0):
+                problems.append(f"{name}: in {counts.get('in')} != out {counts.get('out')} + removed "
+                                f"{counts.get('removed')}")
+            continue
+        parts = sum(counts.get(k, 0) for k in ("ok", "unsuitable", "unparsable", "failed"))
+        if counts.get("in") != parts:
+            problems.append(f"{name}: in {counts.get('in')} != ok + unsuitable + unparsable + failed ({parts})")
+    flows = [("documents", "out", "concepts", "in"), ("documents", "out", "level1", "in"),
+             ("concepts", "ok", "level2", "in"), ("walks", "out", "level3", "in"),
+             ("answers", "out", "dedup", "in"), ("dedup", "out", "decontam", "in")]
+    for src, src_key, dst, dst_key in flows:
+        if src in stages and dst in stages and get(src, src_key) != get(dst, dst_key):
+            problems.append(f"{src}.{src_key} ({get(src, src_key)}) != {dst}.{dst_key} ({get(dst, dst_key)})")
+    if "answers" in stages:
+        sources = stages["answers"].get("sources", [s for s in QUESTION_STAGES if s in stages])
+        questions = sum(get(s, "out") or 0 for s in sources)
+        if questions != get("answers", "in"):
+            problems.append(f"questions of {'+'.join(sources)} ({questions}) != answers.in ({get('answers', 'in')})")
+    if "decontam" in stages and "dataset_rows" in manifest and manifest["dataset_rows"] != get("decontam", "out"):
+        problems.append(f"decontam.out ({get('decontam', 'out')}) != dataset rows ({manifest['dataset_rows']})")
+    return {"ok": not problems, "problems": problems}
+
+
+def _versions() -> dict:
+    from .prompts import available_versions
+
+    versions = {"python": platform.python_version(), "synthllm": __version__,
+                "prompts": {name: f"v{available_versions(name)[-1]}"
+                            for name in ("concepts", "level1", "level2", "level3", "answer")}}
+    for package in ("torch", "transformers", "openai", "pyarrow"):
+        try:
+            from importlib.metadata import version
+
+            versions[package] = version(package)
+        except Exception:  # not installed: nothing to record
+            continue
+    return versions

@@ -1,0 +1,44 @@
+"""Level-1 questions (SPEC §1): direct extraction from one document."""
+
+from __future__ import annotations
+
+from ..io import truncate_text
+from .base import ModelStage, Record, Unsuitable
+from .parsing import parse_questions
+from .records import question_record
+
+NOT_SUITABLE = "NOT_SUITABLE_FOR_QUESTIONS"
+
+
+class Level1Questions(ModelStage):
+    """Document in; 1-``max_questions`` question records out.
+
+    A reply that is the sentinel ``NOT_SUITABLE_FOR_QUESTIONS`` (and holds no
+    question) marks the document unsuitable.
+    """
+
+    name = "level1"
+    template_name = "level1"
+
+    def __init__(self, sampling, prompt_version=None, max_questions: int = 5, max_document_chars: int = 6000):
+        super().__init__(sampling, prompt_version)
+        self.max_questions = max_questions
+        self.max_document_chars = max_document_chars
+
+    def build(self, record: Record) -> list[dict]:
+        return self.template.render(document=truncate_text(record["text"], self.max_document_chars),
+                                    max_questions=self.max_questions, sentinel=NOT_SUITABLE)
+
+    def parse(self, record: Record, texts: list[str]) -> list[Record]:
+        text = texts[0]
+        try:
+            questions = parse_questions(text, self.max_questions, sentinel=NOT_SUITABLE)
+        except Exception:
+            if NOT_SUITABLE in text.upper().replace(" ", "_"):
+                raise Unsuitable("the model marked the document not suitable for questions") from None
+            raise
+        return [
+            question_record(1, q["question"], i, [record["id"]], parent_id=record["id"],
+                            orig_tag=q["orig_tag"], difficulty=q["difficulty"])
+            for i, q in enumerate(questions[: self.max_questions])
+        ]
