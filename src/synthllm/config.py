@@ -127,6 +127,7 @@ class Config(_Section):
     llm: LLMConfig = Field(default_factory=LLMConfig)
     seed: int = Field(0, description="Seed for sampling, walks and everything random; same seed, same dataset.")
     shard_size: int = Field(32, ge=1, description="Records per committed shard; a crash loses at most one shard's uncommitted work (its model calls stay cached).")
+    time_budget: float | None = Field(None, gt=0, description="Seconds the generation steps may take; when spent, no new shard starts and the run ends with a valid partial dataset (re-run to continue).")
     cache_path: Path | None = Field(None, description="Response cache file (SQLite); default $SYNTHLLM_CACHE or ~/.cache/synthllm/responses.sqlite3.")
     filter: FilterConfig = Field(default_factory=FilterConfig)
     concepts: ConceptsConfig = Field(default_factory=ConceptsConfig)

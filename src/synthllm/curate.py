@@ -86,17 +86,14 @@ def _dedup(rows: list[dict], config: Config) -> tuple[list[dict], list[dict]]:
 
 def _decontaminate(rows: list[dict], config: Config) -> tuple[list[dict], list[dict], list[str]]:
     cfg = config.decontamination
-    if not cfg.enabled:
+    data = shared_data_dir() if cfg.use_shared_benchmarks else None
+    if not cfg.enabled or (not cfg.benchmarks and data is None):
         return rows, [], []
     from .quality import BenchmarkSpec, Decontaminator, shared_benchmark_specs
 
     specs = [BenchmarkSpec(b.name, b.path, list(b.fields)) for b in cfg.benchmarks]
-    if cfg.use_shared_benchmarks:
-        data = shared_data_dir()
-        if data is not None:
-            specs += shared_benchmark_specs(data)
-    if not specs:
-        return rows, [], []
+    if data is not None:
+        specs += shared_benchmark_specs(data)
     for spec in specs:
         if not Path(spec.path).is_file():
             raise FileNotFoundError(f"{spec.path}: benchmark file for decontamination not found")

@@ -126,6 +126,7 @@ class Pipeline:
         self.manifest = self.store.read_manifest()
         self.manifest.setdefault("stages", {})
         self._texts: DocumentTexts | None = None
+        self._deadline: float | None = None
 
     # -- plumbing ------------------------------------------------------------
     @property
@@ -173,7 +174,7 @@ class Pipeline:
         total = sum(s.size for s in shards)
         with stage_progress(label, total, self.show_progress) as progress:
             counts = run_model_stage(stage, shards, self.store, self.backend, self.cache, progress,
-                                     extra_fields={"seed": self.config.seed})
+                                     extra_fields={"seed": self.config.seed}, should_stop=self._out_of_time)
         self._record(stage.name, counts, prompt_version=stage.prompt_version)
         return counts
 
@@ -188,8 +189,10 @@ class Pipeline:
         for key in ("unsuitable", "unparsable", "failed", "removed", "skipped"):
             if counts.get(key):
                 parts.append(f"{key} {counts[key]}")
-        if counts.get("model_calls") or counts.get("cached"):
-            parts.append(f"model calls {counts.get('model_calls', 0)}, cached {counts.get('cached', 0)}")
+        this_run = counts.get("this_run")
+        if this_run:
+            parts.append(f"this run: model calls {this_run['model_calls']}, cached {this_run['cached']}, "
+                         f"already done {this_run['resumed_records']}")
         console.print(f"[green]✓[/] {stage:<10} " + ", ".join(parts))
 
     def save_manifest(self) -> None:
@@ -357,8 +360,6 @@ class Pipeline:
         """Dedup, decontaminate and write the dataset files."""
         from .curate import curate_dataset
 
-        self._fingerprint("curate", self.fingerprints.get("answers"), self.config.dedup.model_dump(mode="json"),
-                          self.config.decontamination.model_dump(mode="json"))
         result = curate_dataset(self.store, self.config)
         for stage, counts in result["stages"].items():
             self._record(stage, counts)
@@ -391,11 +392,43 @@ class Pipeline:
         names = [name for name, _ in plan]
         if until is not None and until not in names:
             raise ValueError(f"step {until!r} is not enabled in this config (enabled: {', '.join(names)})")
-        for name, step in plan:
-            step()
-            if name == until:
-                break
+        self._deadline = time.monotonic() + cfg.time_budget if cfg.time_budget else None
+        stop_reason = None
+        try:
+            for name, step in plan:
+                if self._out_of_time():
+                    stop_reason = "time budget spent"
+                    break
+                step()
+                if name == until:
+                    break
+        except KeyboardInterrupt:
+            stop_reason = "interrupted"
+        if stop_reason is None:
+            self.manifest.pop("partial", None)
+            self.save_manifest()
+            return self.manifest
+        self._finish_partial(stop_reason, names)
+        if stop_reason == "interrupted":
+            raise KeyboardInterrupt
         return self.manifest
+
+    def _out_of_time(self) -> bool:
+        return self._deadline is not None and time.monotonic() >= self._deadline
+
+    def _finish_partial(self, reason: str, names: list[str]) -> None:
+        """After a stop: record what the shards hold and write the dataset from what is answered."""
+        self.manifest["partial"] = {"reason": reason}
+        for stage in ("concepts", *QUESTION_STAGES, "walks", "answers"):
+            if self.store.shards(stage):
+                self.manifest["stages"][stage] = {**self.store.stage_counts(stage),
+                                                  "fingerprint": self.fingerprints.get(stage)}
+        if "curate" in names and self.store.shards("answers"):
+            self.curate()
+        else:
+            self.save_manifest()
+        console.print(f"[yellow]stopped ({reason}): wrote a partial dataset of {self.manifest.get('dataset_rows', 0)} "
+                      "rows; run the same command again to continue[/]")
 
     def close(self) -> None:
         if self._texts is not None:
@@ -411,13 +444,14 @@ def group_walk_concepts(graph, walk) -> list[dict]:
     A concept goes under the walk topic it co-occurs with most often in the
     corpus (the first walk topic on ties or when it co-occurs with none).
     """
+    topic_ids = [graph.topic_index[topic] for topic in walk.topics]
     groups = {topic: [] for topic in walk.topics}
     for concept in walk.concepts:
-        counts = [graph.topic_concept_count(topic, concept) for topic in walk.topics]
+        node = graph.concept_index[concept]
+        counts = [graph.counts[topic, node] for topic in topic_ids]
         best = max(range(len(counts)), key=lambda i: (counts[i], -i))
         groups[walk.topics[best]].append(concept)
-    return [{"topic": topic, "concepts": concepts} for topic, concepts in groups.items() if concepts] or \
-        [{"topic": walk.topics[0], "concepts": list(walk.concepts)}]
+    return [{"topic": topic, "concepts": concepts} for topic, concepts in groups.items() if concepts]
 
 
 def reconcile(manifest: dict) -> dict:
@@ -427,10 +461,13 @@ def reconcile(manifest: dict) -> dict:
     concepts and level1 take every document; level2 takes every document
     whose concepts parsed; level3 takes every walk; answers take every question
     of the enabled levels; dedup takes every answered question; decontamination
-    takes what dedup kept; the dataset is what decontamination kept.
+    takes what dedup kept; the dataset is what decontamination kept. In a
+    partial (stopped) run only the last three links are checked, since a
+    stage may have seen only part of what its upstream produced.
     """
     stages = manifest.get("stages", {})
     problems = []
+    partial = "partial" in manifest  # a stopped run: stages downstream saw only part of their input
 
     def get(stage: str, key: str) -> int | None:
         return stages.get(stage, {}).get(key)
@@ -452,10 +489,12 @@ def reconcile(manifest: dict) -> dict:
     flows = [("documents", "out", "concepts", "in"), ("documents", "out", "level1", "in"),
              ("concepts", "ok", "level2", "in"), ("walks", "out", "level3", "in"),
              ("answers", "out", "dedup", "in"), ("dedup", "out", "decontam", "in")]
+    if partial:
+        flows = flows[-2:]
     for src, src_key, dst, dst_key in flows:
         if src in stages and dst in stages and get(src, src_key) != get(dst, dst_key):
             problems.append(f"{src}.{src_key} ({get(src, src_key)}) != {dst}.{dst_key} ({get(dst, dst_key)})")
-    if "answers" in stages:
+    if "answers" in stages and not partial:
         sources = stages["answers"].get("sources", [s for s in QUESTION_STAGES if s in stages])
         questions = sum(get(s, "out") or 0 for s in sources)
         if questions != get("answers", "in"):

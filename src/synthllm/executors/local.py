@@ -60,19 +60,30 @@ def answer_requests(requests: list[ChatRequest], backend: Backend, cache: Respon
 
 def run_model_stage(stage: ModelStage, shards: ShardSource, store: RunStore, backend: Backend,
                     cache: ResponseCache | None, progress: StageProgress | None = None,
-                    extra_fields: dict | None = None) -> dict:
+                    extra_fields: dict | None = None, should_stop: Callable[[], bool] | None = None) -> dict:
     """Run ``stage`` over every shard in ``shards``; returns the stage's summed counts.
 
+    The counts are summed over all committed shards (including shards of
+    earlier, interrupted runs); ``this_run`` says what this call did: model
+    calls, cache hits, and input records skipped because already committed.
+
     Output records get ``model`` and ``prompt_version`` (plus ``extra_fields``).
+    ``should_stop`` is asked before each new shard; when it says yes the stage
+    returns early with ``this_run["stopped"]`` set (committed work stays).
     Rejected inputs are written to the shard's rejects with ``kind``
     (unsuitable / unparsable / failed), ``reason`` and the raw replies.
     """
     stamp = {"model": backend.model_name, "prompt_version": stage.prompt_version, **(extra_fields or {})}
+    this_run = {"model_calls": 0, "cached": 0, "resumed_records": 0, "stopped": False}
     for shard, load, size in shards:
         if store.is_committed(stage.name, shard):
+            this_run["resumed_records"] += size
             if progress:
                 progress.skip(size)
             continue
+        if should_stop is not None and should_stop():
+            this_run["stopped"] = True
+            break
         records = load()
         requests: list[ChatRequest] = []
         for record in records:
@@ -118,4 +129,6 @@ def run_model_stage(stage: ModelStage, shards: ShardSource, store: RunStore, bac
             if progress:
                 progress.advance(1)
         store.commit_shard(stage.name, shard, outputs, rejects, counts)
-    return store.stage_counts(stage.name)
+        this_run["model_calls"] += counts["model_calls"]
+        this_run["cached"] += counts["cached"]
+    return {**store.stage_counts(stage.name), "this_run": this_run}

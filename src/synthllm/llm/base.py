@@ -23,14 +23,19 @@ class Sampling:
     temperature: float = 0.7
     top_p: float = 0.95
     seed: int = 0
+    #: generation ends at the first of these strings, which is not part of the reply (OpenAI ``stop``)
+    stop: tuple[str, ...] = ()
 
     def as_dict(self) -> dict:
-        return {
+        data = {
             "max_tokens": self.max_tokens,
             "temperature": self.temperature,
             "top_p": self.top_p,
             "seed": self.seed,
         }
+        if self.stop:  # only when set, so that keys of requests without stops stay as they were
+            data["stop"] = list(self.stop)
+        return data
 
 
 @dataclass(frozen=True)
@@ -102,6 +107,12 @@ class ChatResponse:
             error=data.get("error"),
             cached=cached,
         )
+
+
+def cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
+    """``text`` up to the first stop string (excluded), and whether one was found."""
+    cut = min((i for i in (text.find(s) for s in stop) if i >= 0), default=-1)
+    return (text[:cut], True) if cut >= 0 else (text, False)
 
 
 @runtime_checkable

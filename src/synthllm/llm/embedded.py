@@ -22,7 +22,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Sequence
 
-from .base import ChatRequest, ChatResponse
+from .base import ChatRequest, ChatResponse, cut_at_stop
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 _SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -172,6 +172,8 @@ class TransformersBackend:
                 temperature=None if greedy else sampling.temperature,
                 top_p=None if greedy else sampling.top_p, top_k=None,
                 pad_token_id=tok.pad_token_id,
+                # a sequence that reached a stop string stops decoding (the batch ends when all have)
+                **({"stop_strings": list(sampling.stop), "tokenizer": tok} if sampling.stop else {}),
             )
         results = []
         eos = tok.eos_token_id
@@ -183,8 +185,9 @@ class TransformersBackend:
                 finish = "stop"
             while new and new[-1] == tok.pad_token_id:
                 new.pop()
-            results.append(ChatResponse(tok.decode(new, skip_special_tokens=True), prompt_tokens=len(ids),
-                                        completion_tokens=len(new), finish_reason=finish))
+            text, stopped = cut_at_stop(tok.decode(new, skip_special_tokens=True), sampling.stop)
+            results.append(ChatResponse(text, prompt_tokens=len(ids), completion_tokens=len(new),
+                                        finish_reason="stop" if stopped else finish))
         return results
 
     def close(self) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Callable, Sequence
 
-from .base import ChatRequest, ChatResponse
+from .base import ChatRequest, ChatResponse, cut_at_stop
 
 Responder = Callable[[list[dict]], str]
 
@@ -43,6 +43,7 @@ class ScriptedBackend:
             except Exception as exc:  # a scripted failure, reported like a server error
                 responses.append(ChatResponse(None, prompt_tokens, 0, "error", f"{type(exc).__name__}: {exc}"))
                 continue
+            text, _ = cut_at_stop(text, request.sampling.stop)
             responses.append(ChatResponse(text, prompt_tokens, len(text.split())))
         return responses
 

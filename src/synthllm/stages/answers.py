@@ -18,8 +18,8 @@ class AnswerQuestions(ModelStage):
     template_name = "answer"
 
     def __init__(self, sampling, prompt_version=None, samples: int = 1):
-        super().__init__(sampling, prompt_version)
         self.n_samples = samples
+        super().__init__(sampling, prompt_version)
 
     def build(self, record: Record) -> list[dict]:
         return self.template.render(question=record["question"])

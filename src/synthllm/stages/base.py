@@ -16,6 +16,7 @@ never sees a backend, a cache or a shard: the executor owns those.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import replace
 from typing import Any, ClassVar
 
 from ..llm.base import Sampling
@@ -44,8 +45,12 @@ class ModelStage(ABC):
     def __init__(self, sampling: Sampling, prompt_version: str | None = None):
         from ..prompts import load_template
 
-        self.sampling = sampling
         self.template = load_template(self.template_name, prompt_version)
+        self.sampling = replace(sampling, stop=self.stop_sequences()) if self.stop_sequences() else sampling
+
+    def stop_sequences(self) -> tuple[str, ...]:
+        """Strings that end a reply early (after the last block the prompt asks for)."""
+        return ()
 
     @property
     def prompt_version(self) -> str:

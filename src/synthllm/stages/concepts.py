@@ -20,8 +20,11 @@ class ExtractConcepts(ModelStage):
     template_name = "concepts"
 
     def __init__(self, sampling, prompt_version=None, max_document_chars: int = 6000):
-        super().__init__(sampling, prompt_version)
         self.max_document_chars = max_document_chars
+        super().__init__(sampling, prompt_version)
+
+    def stop_sequences(self) -> tuple[str, ...]:
+        return ("</key_concept>",)
 
     def build(self, record: Record) -> list[dict]:
         return self.template.render(document=truncate_text(record["text"], self.max_document_chars))

@@ -21,9 +21,12 @@ class Level1Questions(ModelStage):
     template_name = "level1"
 
     def __init__(self, sampling, prompt_version=None, max_questions: int = 5, max_document_chars: int = 6000):
-        super().__init__(sampling, prompt_version)
         self.max_questions = max_questions
         self.max_document_chars = max_document_chars
+        super().__init__(sampling, prompt_version)
+
+    def stop_sequences(self) -> tuple[str, ...]:
+        return (f"</Q{self.max_questions}>",)
 
     def build(self, record: Record) -> list[dict]:
         return self.template.render(document=truncate_text(record["text"], self.max_document_chars),

@@ -21,9 +21,12 @@ class Level3Questions(ModelStage):
     template_name = "level3"
 
     def __init__(self, sampling, prompt_version=None, max_questions: int = 3, max_reference_chars: int = 3000):
-        super().__init__(sampling, prompt_version)
         self.max_questions = max_questions
         self.max_reference_chars = max_reference_chars
+        super().__init__(sampling, prompt_version)
+
+    def stop_sequences(self) -> tuple[str, ...]:
+        return (f"</Q{self.max_questions}>",)
 
     def build(self, record: Record) -> list[dict]:
         refs = [truncate_text(r["text"], self.max_reference_chars) for r in record["references"]]
