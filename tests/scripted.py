@@ -79,8 +79,15 @@ def answer_reply(question: str) -> str:
     return f"We work step by step on: {question[:60]}\nFinal answer: \\boxed{{{_h(question) % 97}}}"
 
 
+NON_DOMAIN_WORDS = ("history", "philosophy", "war", "president", "colonial")
+
+
 def respond(messages: list[dict]) -> str:
     user = messages[-1]["content"]
+    if "Judge the document below" in user:
+        document = user.split("Document:")[-1].lower()
+        off_topic = sum(document.count(w) for w in NON_DOMAIN_WORDS) > 2
+        return "It is a clear text.\nRating: 2" if off_topic else "Clear worked examples.\nRating: 8"
     if "describe what a student learns" in user:
         return concepts_reply(_document(user))
     if "Orig_tag" in user:

@@ -16,7 +16,7 @@ SAMPLE = "src/synthllm/data/openstax_sample.jsonl"
 def make_config(tmp_path, **overrides):
     from conftest import REPO
 
-    base = {"input": {"path": str(REPO / SAMPLE), "limit": 10}, "shard_size": 4,
+    base = {"input": {"path": str(REPO / SAMPLE), "limit": 10}, "shard_size": 4, "filter": {"enabled": False},
             "level3": {"max_walks": 8}, "decontamination": {"use_shared_benchmarks": False}}
     for key, value in overrides.items():
         base[key] = {**base.get(key, {}), **value} if isinstance(value, dict) else value
@@ -172,15 +172,14 @@ def test_each_level_can_run_alone(tmp_path):
 
 
 class StopsAfter(Pipeline):
-    """A pipeline whose time budget runs out after a fixed number of checks (a deterministic clock)."""
+    """A pipeline whose time budget runs out once ``shards`` answer shards are committed (a deterministic clock)."""
 
-    def __init__(self, *args, checks, **kwargs):
+    def __init__(self, *args, shards, **kwargs):
         super().__init__(*args, **kwargs)
-        self.checks = checks
+        self.shards = shards
 
     def _out_of_time(self):
-        self.checks -= 1
-        return self.checks < 0
+        return len(self.store.shards("answers")) >= self.shards
 
 
 def test_time_budget_ends_with_a_valid_partial_dataset_and_the_rerun_completes_it(tmp_path):
@@ -188,7 +187,7 @@ def test_time_budget_ends_with_a_valid_partial_dataset_and_the_rerun_completes_i
     run(config, tmp_path / "ref", ScriptedBackend(respond))
     config.cache_path = tmp_path / "own.sqlite3"
     # enough checks to get into the answers stage, not through it
-    pipeline = StopsAfter(config, tmp_path / "run", backend=ScriptedBackend(respond), show_progress=False, checks=20)
+    pipeline = StopsAfter(config, tmp_path / "run", backend=ScriptedBackend(respond), show_progress=False, shards=2)
     manifest = pipeline.run()
     pipeline.close()
     assert manifest["partial"] == {"reason": "time budget spent"}
@@ -199,3 +198,41 @@ def test_time_budget_ends_with_a_valid_partial_dataset_and_the_rerun_completes_i
     final = run(config, tmp_path / "run", ScriptedBackend(respond))
     assert "partial" not in final and final["reconciliation"]["ok"]
     assert (tmp_path / "run" / "dataset.jsonl").read_bytes() == (tmp_path / "ref" / "dataset.jsonl").read_bytes()
+
+
+def test_stop_before_any_answer_still_writes_a_valid_empty_dataset(tmp_path):
+    pipeline = StopsAfter(make_config(tmp_path), tmp_path / "run", backend=ScriptedBackend(respond),
+                          show_progress=False, shards=0)
+    manifest = pipeline.run()
+    pipeline.close()
+    assert manifest["partial"] and manifest["dataset_rows"] == 0 and manifest["reconciliation"]["ok"]
+    assert (tmp_path / "run" / "dataset.parquet").exists()
+
+
+NON_MATH = [
+    "The colonial war shaped the history of the young republic. The president argued with congress about "
+    "the war, and the history books record how the colonial assemblies answered the president. " * 2,
+    "Philosophy asks what a good life is. The history of philosophy is a history of arguments about virtue, "
+    "and every philosophy student reads the history of these debates about the war of ideas. " * 2,
+]
+
+
+def test_domain_filter_drops_off_topic_documents_and_counts_them(tmp_path):
+    from conftest import REPO
+
+    corpus = tmp_path / "mixed.jsonl"
+    math_lines = (REPO / SAMPLE).read_text().splitlines()[:12]
+    off_topic = [json.dumps({"id": f"hist-{i}-{j}", "text": text + f" Part {j}."})
+                 for i, text in enumerate(NON_MATH) for j in range(4)]
+    corpus.write_text("\n".join(math_lines + off_topic) + "\n")
+    config = make_config(tmp_path, input={"path": str(corpus), "limit": None}, filter={"enabled": True},
+                         level2={"enabled": False}, level3={"enabled": False})
+    manifest = run(config, tmp_path / "run", ScriptedBackend(respond))
+    stages = manifest["stages"]
+    assert manifest["reconciliation"] == {"ok": True, "problems": []}
+    assert stages["rate"]["in"] == 20 and stages["filter"]["in"] == 20
+    assert stages["filter"]["removed"] == 8 and stages["filter"]["out"] == 12 == stages["concepts"]["in"]
+    assert stages["filter"]["scorer_cv"]["n"] == 20
+    dropped = list(RunStore(tmp_path / "run").iter_rejects("filter"))
+    assert sorted(r["id"] for r in dropped) == sorted(json.loads(line)["id"] for line in off_topic)
+    assert all(r["score"] <= 6.5 for r in dropped)

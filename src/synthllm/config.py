@@ -107,12 +107,16 @@ class DecontaminationConfig(_Section):
     ngram: int = Field(13, ge=5, description="Token n-gram length used to find candidate overlaps.")
 
 
-class FilterConfig(_Section):
-    enabled: bool = Field(False, description="Score input documents for domain quality and keep those above the threshold.")
+class FilterConfig(GenerationConfig):
+    enabled: bool = Field(True, description="Stage 1: rate a sample of documents 1-10 with the LLM, train a random forest on MiniLM embeddings of them, score every document and keep those above the threshold.")
     domain: str = Field("mathematics", description="The domain the documents should belong to.")
-    ratings_path: Path | None = Field(None, description="JSONL of {id, rating} to train the scorer on; when absent the LLM rates a sample.")
+    ratings_path: Path | None = Field(None, description="JSONL of {id, rating} (a stronger model's or a person's) used instead of LLM ratings.")
     sample_size: int = Field(200, ge=10, description="Documents rated by the LLM to train the scorer.")
+    min_ratings: int = Field(10, ge=2, description="With fewer usable ratings than this, the filter keeps every document and says so in the manifest.")
     threshold: float = Field(6.5, description="Keep documents whose predicted rating exceeds this (SPEC: 6.5).")
+    max_document_chars: int = Field(4000, ge=200, description="Document characters shown to the rater.")
+    max_tokens: int = Field(96, ge=1, description="Longest rating reply in tokens.")
+    temperature: float = Field(0.0, ge=0, description="Rating temperature (0 = greedy).")
 
 
 class ReportConfig(_Section):

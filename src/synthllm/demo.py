@@ -21,6 +21,8 @@ def demo_config(docs: int, corpus: Path | None = None, model: str | None = None)
         "input": {"path": str(corpus), "limit": docs},
         "llm": {"batch_size": 16},
         "shard_size": 8,
+        # the sample is curated textbook text, and a 135M model cannot rate documents reliably
+        "filter": {"enabled": False},
         "concepts": short,
         "level1": {**short, "questions_per_document": 2},
         "level2": {**short, "questions_per_document": 2},

@@ -3,6 +3,7 @@
 Steps, each resumable (committed shards are skipped, model replies are cached):
 
 1. ``documents``  stream the corpus into shards (malformed lines reported and counted)
+   ``filter``     (stage 1) LLM ratings of a sample → random forest on embeddings → keep scores > threshold
 2. ``concepts``   level, subject, topics and key concepts per document
 3. ``level1``     questions from one document
 4. ``level2``     questions from a document and its concepts
@@ -24,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import platform
+import random
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -248,20 +250,99 @@ class Pipeline:
             n = len(docs)
             self.store.commit_shard("documents", name, docs, [], {**empty_counts(), "in": n, "ok": n, "out": n})
 
+    @property
+    def document_stage(self) -> str:
+        """Where the generation steps read documents: the filter's output when it runs."""
+        return "filter" if self.config.filter.enabled else "documents"
+
+    def filter(self) -> dict:
+        """Stage 1: rate a sample, fit the scorer on its embeddings, keep documents scoring above the threshold.
+
+        Dropped documents go to the shard's rejects with kind ``filtered`` and
+        their score. With fewer than ``min_ratings`` usable ratings the scorer
+        cannot be trusted: every document is kept and the manifest says why.
+        """
+        from .quality import DomainScorer, load_ratings
+        from .quality.domain_filter import embed_documents
+        from .stages.rate import RateDocuments
+
+        cfg = self.config.filter
+        self._fingerprint("filter", cfg.model_dump(mode="json"), self._model_key(), self.fingerprints["documents"],
+                          self.config.seed)
+        summary_path = self.store.stage_dir("filter") / "_summary.json"
+        if summary_path.exists():
+            summary = json.loads(summary_path.read_text())
+            self._record("filter", summary)
+            return summary
+        if cfg.ratings_path is not None:
+            ratings = load_ratings(cfg.ratings_path)
+        else:
+            stage = RateDocuments(_sampling(cfg, self.config.seed), cfg.prompt_version, cfg.domain,
+                                  cfg.max_document_chars)
+            self._fingerprint("rate", self.fingerprints["filter"], stage.prompt_version)
+            self._run_stage(stage, self._rating_sample(cfg.sample_size), "rate")
+            ratings = {r["id"]: r["rating"] for r in self.store.iter_records("rate")}
+        rated = [d for d in self.store.iter_records("documents") if d["id"] in ratings]
+        summary = {**empty_counts(), "threshold": cfg.threshold, "ratings": len(rated)}
+        scorer = None
+        if len(rated) >= cfg.min_ratings:
+            scorer = DomainScorer(random_state=self.config.seed).fit(
+                embed_documents(rated), [ratings[d["id"]] for d in rated])
+            summary["scorer_cv"] = scorer.cv_report
+        else:
+            summary["applied"] = False
+            summary["reason"] = f"only {len(rated)} usable ratings (min_ratings {cfg.min_ratings}): every document kept"
+            console.print(f"[yellow]filter: {summary['reason']}[/]")
+        for name in self.store.shards("documents"):
+            if self.store.is_committed("filter", name):  # the scorer is seeded: same scores as before
+                continue
+            docs = self.store.read_shard("documents", name)
+            scores = scorer.predict(embed_documents(docs)) if scorer is not None else None
+            kept, rejects = [], []
+            for position, doc in enumerate(docs):
+                score = None if scores is None else round(float(scores[position]), 4)
+                if score is None or score > cfg.threshold:
+                    kept.append({**doc, "domain_score": score})
+                else:
+                    rejects.append({"id": doc["id"], "kind": "filtered", "score": score,
+                                    "reason": f"domain score {score} <= threshold {cfg.threshold}"})
+            n = len(docs)
+            self.store.commit_shard("filter", name, kept, rejects,
+                                    {**empty_counts(), "in": n, "ok": n, "out": len(kept), "removed": len(rejects)})
+        counts = self.store.stage_counts("filter")
+        summary.update({key: counts[key] for key in ("in", "out", "removed")})
+        summary["kept_share"] = round(summary["out"] / summary["in"], 4) if summary["in"] else None
+        summary_path.write_text(json.dumps(summary))
+        self.store.write_json("quality/filter.json", summary)
+        self._record("filter", summary)
+        return summary
+
+    def _rating_sample(self, size: int) -> list[Shard]:
+        """A seeded random sample of documents, as shards named after their document shards."""
+        ids = [d["id"] for d in self.store.iter_records("documents")]
+        chosen = set(random.Random(self.config.seed).sample(ids, min(size, len(ids))))
+        shards = []
+        for shard in self._shards_of("documents"):
+            def load(shard=shard):
+                return [d for d in shard.load() if d["id"] in chosen]
+
+            shards.append(Shard(shard.name, load, len(load())))
+        return [s for s in shards if s.size]
+
     def concepts(self) -> dict:
         cfg = self.config.concepts
         stage = ExtractConcepts(_sampling(cfg, self.config.seed), cfg.prompt_version, cfg.max_document_chars)
         self._fingerprint("concepts", cfg.model_dump(mode="json"), self._model_key(), stage.prompt_version,
-                          self.fingerprints["documents"], self.config.seed)
-        return self._run_stage(stage, self._shards_of("documents"), "concepts")
+                          self.fingerprints[self.document_stage], self.config.seed)
+        return self._run_stage(stage, self._shards_of(self.document_stage), "concepts")
 
     def level1(self) -> dict:
         cfg = self.config.level1
         stage = Level1Questions(_sampling(cfg, self.config.seed), cfg.prompt_version, cfg.questions_per_document,
                                 cfg.max_document_chars)
         self._fingerprint("level1", cfg.model_dump(mode="json"), self._model_key(), stage.prompt_version,
-                          self.fingerprints["documents"], self.config.seed)
-        return self._run_stage(stage, self._shards_of("documents"), "level1")
+                          self.fingerprints[self.document_stage], self.config.seed)
+        return self._run_stage(stage, self._shards_of(self.document_stage), "level1")
 
     def level2(self) -> dict:
         cfg = self.config.level2
@@ -378,6 +459,8 @@ class Pipeline:
         cfg = self.config
         levels = set(levels)
         plan: list[tuple[str, Callable[[], object]]] = [("documents", self.documents)]
+        if cfg.filter.enabled:
+            plan.append(("filter", self.filter))
         if cfg.concepts.enabled:
             plan.append(("concepts", self.concepts))
         if cfg.level1.enabled and 1 in levels:
@@ -393,6 +476,7 @@ class Pipeline:
         if until is not None and until not in names:
             raise ValueError(f"step {until!r} is not enabled in this config (enabled: {', '.join(names)})")
         self._deadline = time.monotonic() + cfg.time_budget if cfg.time_budget else None
+        self.manifest["stages"] = {}  # every step records itself again, resumed or not
         stop_reason = None
         try:
             for name, step in plan:
@@ -423,7 +507,7 @@ class Pipeline:
             if self.store.shards(stage):
                 self.manifest["stages"][stage] = {**self.store.stage_counts(stage),
                                                   "fingerprint": self.fingerprints.get(stage)}
-        if "curate" in names and self.store.shards("answers"):
+        if "curate" in names:
             self.curate()
         else:
             self.save_manifest()
@@ -478,7 +562,7 @@ def reconcile(manifest: dict) -> dict:
                 problems.append(f"documents: read {counts.get('in')} != kept {counts.get('out')} + skipped "
                                 f"{counts.get('skipped')}")
             continue
-        if name in ("dedup", "decontam"):
+        if name in ("filter", "dedup", "decontam"):
             if counts.get("in") != counts.get("out", 0) + counts.get("removed", 0):
                 problems.append(f"{name}: in {counts.get('in')} != out {counts.get('out')} + removed "
                                 f"{counts.get('removed')}")
@@ -486,7 +570,9 @@ def reconcile(manifest: dict) -> dict:
         parts = sum(counts.get(k, 0) for k in ("ok", "unsuitable", "unparsable", "failed"))
         if counts.get("in") != parts:
             problems.append(f"{name}: in {counts.get('in')} != ok + unsuitable + unparsable + failed ({parts})")
-    flows = [("documents", "out", "concepts", "in"), ("documents", "out", "level1", "in"),
+    documents = "filter" if "filter" in stages else "documents"
+    flows = [("documents", "out", "filter", "in"),
+             (documents, "out", "concepts", "in"), (documents, "out", "level1", "in"),
              ("concepts", "ok", "level2", "in"), ("walks", "out", "level3", "in"),
              ("answers", "out", "dedup", "in"), ("dedup", "out", "decontam", "in")]
     if partial:
