@@ -236,3 +236,13 @@ def test_domain_filter_drops_off_topic_documents_and_counts_them(tmp_path):
     dropped = list(RunStore(tmp_path / "run").iter_rejects("filter"))
     assert sorted(r["id"] for r in dropped) == sorted(json.loads(line)["id"] for line in off_topic)
     assert all(r["score"] <= 6.5 for r in dropped)
+
+
+def test_cost_is_accounted_per_stage_when_the_backend_has_prices(tmp_path):
+    backend = ScriptedBackend(respond)
+    backend.prices = {"prompt": 2.0, "completion": 10.0}
+    manifest = run(make_config(tmp_path, level2={"enabled": False}, level3={"enabled": False}), tmp_path / "run",
+                   backend)
+    stage = manifest["stages"]["level1"]
+    expected = (stage["prompt_tokens"] * 2.0 + stage["completion_tokens"] * 10.0) / 1e6
+    assert stage["cost"] > 0 and abs(stage["cost"] - expected) < 1e-12

@@ -119,6 +119,13 @@ class FilterConfig(GenerationConfig):
     temperature: float = Field(0.0, ge=0, description="Rating temperature (0 = greedy).")
 
 
+class RayConfig(_Section):
+    address: str | None = Field(None, description="Ray cluster to join ('auto' for a running one, or ray://host:10001); default: start a local Ray on this machine.")
+    num_workers: int = Field(2, ge=1, description="Model-stage workers (Ray actors), each with its own backend.")
+    num_cpus_per_worker: float = Field(1.0, gt=0, description="CPUs reserved by each worker.")
+    num_gpus_per_worker: float = Field(0.0, ge=0, description="GPUs reserved by each worker (embedded backend on GPU nodes).")
+
+
 class ReportConfig(_Section):
     enabled: bool = Field(True, description="Write report.html and report.json at the end of the run.")
     lm: bool = Field(False, description="Include reference-LM entropy estimates (slow on CPU).")
@@ -131,6 +138,8 @@ class Config(_Section):
     llm: LLMConfig = Field(default_factory=LLMConfig)
     seed: int = Field(0, description="Seed for sampling, walks and everything random; same seed, same dataset.")
     shard_size: int = Field(32, ge=1, description="Records per committed shard; a crash loses at most one shard's uncommitted work (its model calls stay cached).")
+    executor: Literal["local", "ray"] = Field("local", description="Where per-record stages run: this process, or Ray workers (pip install 'synthllm[ray]').")
+    ray: RayConfig = Field(default_factory=RayConfig)
     time_budget: float | None = Field(None, gt=0, description="Seconds the generation steps may take; when spent, no new shard starts and the run ends with a valid partial dataset (re-run to continue).")
     cache_path: Path | None = Field(None, description="Response cache file (SQLite); default $SYNTHLLM_CACHE or ~/.cache/synthllm/responses.sqlite3.")
     filter: FilterConfig = Field(default_factory=FilterConfig)

@@ -175,8 +175,14 @@ class Pipeline:
     def _run_stage(self, stage: ModelStage, shards: list[Shard], label: str) -> dict:
         total = sum(s.size for s in shards)
         with stage_progress(label, total, self.show_progress) as progress:
-            counts = run_model_stage(stage, shards, self.store, self.backend, self.cache, progress,
-                                     extra_fields={"seed": self.config.seed}, should_stop=self._out_of_time)
+            if self.config.executor == "ray":
+                from .executors.ray_executor import run_model_stage_ray
+
+                counts = run_model_stage_ray(stage, shards, self.store, self.config, progress,
+                                             extra_fields={"seed": self.config.seed}, should_stop=self._out_of_time)
+            else:
+                counts = run_model_stage(stage, shards, self.store, self.backend, self.cache, progress,
+                                         extra_fields={"seed": self.config.seed}, should_stop=self._out_of_time)
         self._record(stage.name, counts, prompt_version=stage.prompt_version)
         return counts
 

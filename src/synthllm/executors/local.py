@@ -58,22 +58,80 @@ def answer_requests(requests: list[ChatRequest], backend: Backend, cache: Respon
     return [dataclasses.replace(found[key]) for key in keys]
 
 
+def process_shard(stage: ModelStage, records: list[dict], backend: Backend, cache: ResponseCache | None,
+                  extra_fields: dict | None = None, progress: StageProgress | None = None
+                  ) -> tuple[list[dict], list[dict], dict]:
+    """Run ``stage`` on one shard's records: (output records, rejects, counts).
+
+    The unit of work of every executor: the local executor calls it in a loop,
+    the Ray executor in its workers. Output records get ``model`` and
+    ``prompt_version`` (plus ``extra_fields``). Rejected inputs get ``kind``
+    (unsuitable / unparsable / failed), ``reason`` and the raw replies.
+    """
+    stamp = {"model": backend.model_name, "prompt_version": stage.prompt_version, **(extra_fields or {})}
+    # $ per 1M tokens, when the backend was given prices (cost accounting per stage)
+    prices = getattr(backend, "prices", None)
+    requests: list[ChatRequest] = []
+    for record in records:
+        requests.extend(_requests_for(stage, record))
+    counts = empty_counts()
+
+    def account(replies: list[ChatResponse]) -> None:
+        for reply in replies:
+            if reply.cached:
+                counts["cached"] += 1
+            else:
+                counts["model_calls"] += 1
+                counts["prompt_tokens"] += reply.prompt_tokens
+                counts["completion_tokens"] += reply.completion_tokens
+                if prices:
+                    counts["cost"] = counts.get("cost", 0.0) + (
+                        reply.prompt_tokens * prices.get("prompt", 0.0)
+                        + reply.completion_tokens * prices.get("completion", 0.0)) / 1e6
+        if progress:
+            progress.tokens(sum(r.completion_tokens for r in replies if not r.cached))
+
+    replies = answer_requests(requests, backend, cache, on_batch=account)
+    outputs, rejects = [], []
+    n = stage.n_samples
+    for position, record in enumerate(records):
+        mine = replies[position * n:(position + 1) * n]
+        counts["in"] += 1
+        record_id = stage.record_id(record)
+        failed = [r for r in mine if not r.ok]
+        if failed:
+            counts["failed"] += 1
+            rejects.append({"id": record_id, "kind": "failed", "reason": failed[0].error, "raw": None})
+        else:
+            texts = [r.text or "" for r in mine]
+            try:
+                produced = stage.parse(record, texts)
+            except Unsuitable as exc:
+                counts["unsuitable"] += 1
+                rejects.append({"id": record_id, "kind": "unsuitable", "reason": str(exc), "raw": texts})
+            except Unparsable as exc:
+                counts["unparsable"] += 1
+                rejects.append({"id": record_id, "kind": "unparsable", "reason": str(exc), "raw": texts})
+            else:
+                counts["ok"] += 1
+                counts["out"] += len(produced)
+                outputs.extend({**item, **stamp} for item in produced)
+        if progress:
+            progress.advance(1)
+    return outputs, rejects, counts
+
+
 def run_model_stage(stage: ModelStage, shards: ShardSource, store: RunStore, backend: Backend,
                     cache: ResponseCache | None, progress: StageProgress | None = None,
                     extra_fields: dict | None = None, should_stop: Callable[[], bool] | None = None) -> dict:
-    """Run ``stage`` over every shard in ``shards``; returns the stage's summed counts.
+    """Run ``stage`` over every shard in ``shards``, committing each; returns the stage's summed counts.
 
     The counts are summed over all committed shards (including shards of
     earlier, interrupted runs); ``this_run`` says what this call did: model
     calls, cache hits, and input records skipped because already committed.
-
-    Output records get ``model`` and ``prompt_version`` (plus ``extra_fields``).
     ``should_stop`` is asked before each new shard; when it says yes the stage
     returns early with ``this_run["stopped"]`` set (committed work stays).
-    Rejected inputs are written to the shard's rejects with ``kind``
-    (unsuitable / unparsable / failed), ``reason`` and the raw replies.
     """
-    stamp = {"model": backend.model_name, "prompt_version": stage.prompt_version, **(extra_fields or {})}
     this_run = {"model_calls": 0, "cached": 0, "resumed_records": 0, "stopped": False}
     for shard, load, size in shards:
         if store.is_committed(stage.name, shard):
@@ -84,50 +142,7 @@ def run_model_stage(stage: ModelStage, shards: ShardSource, store: RunStore, bac
         if should_stop is not None and should_stop():
             this_run["stopped"] = True
             break
-        records = load()
-        requests: list[ChatRequest] = []
-        for record in records:
-            requests.extend(_requests_for(stage, record))
-        counts = empty_counts()
-
-        def account(replies: list[ChatResponse]) -> None:
-            for reply in replies:
-                if reply.cached:
-                    counts["cached"] += 1
-                else:
-                    counts["model_calls"] += 1
-                    counts["prompt_tokens"] += reply.prompt_tokens
-                    counts["completion_tokens"] += reply.completion_tokens
-            if progress:
-                progress.tokens(sum(r.completion_tokens for r in replies if not r.cached))
-
-        replies = answer_requests(requests, backend, cache, on_batch=account)
-        outputs, rejects = [], []
-        n = stage.n_samples
-        for position, record in enumerate(records):
-            mine = replies[position * n:(position + 1) * n]
-            counts["in"] += 1
-            record_id = stage.record_id(record)
-            failed = [r for r in mine if not r.ok]
-            if failed:
-                counts["failed"] += 1
-                rejects.append({"id": record_id, "kind": "failed", "reason": failed[0].error, "raw": None})
-            else:
-                texts = [r.text or "" for r in mine]
-                try:
-                    produced = stage.parse(record, texts)
-                except Unsuitable as exc:
-                    counts["unsuitable"] += 1
-                    rejects.append({"id": record_id, "kind": "unsuitable", "reason": str(exc), "raw": texts})
-                except Unparsable as exc:
-                    counts["unparsable"] += 1
-                    rejects.append({"id": record_id, "kind": "unparsable", "reason": str(exc), "raw": texts})
-                else:
-                    counts["ok"] += 1
-                    counts["out"] += len(produced)
-                    outputs.extend({**item, **stamp} for item in produced)
-            if progress:
-                progress.advance(1)
+        outputs, rejects, counts = process_shard(stage, load(), backend, cache, extra_fields, progress)
         store.commit_shard(stage.name, shard, outputs, rejects, counts)
         this_run["model_calls"] += counts["model_calls"]
         this_run["cached"] += counts["cached"]
