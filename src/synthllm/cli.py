@@ -94,13 +94,25 @@ def _print_outcome(run_dir: Path, manifest: dict) -> None:
             console.print(f"[red]counts do not reconcile: {problem}[/]")
 
 
+_EXECUTOR = typer.Option(None, "--executor", help="local or ray (overrides the config's executor).")
+
+
+def _executor_override(executor: Optional[str]) -> dict:
+    if executor is None:
+        return {}
+    if executor not in ("local", "ray"):
+        _fail(f"--executor must be 'local' or 'ray', not {executor!r}")
+    return {"executor": executor}
+
+
 @app.command()
 def run(config: Path = typer.Argument(..., help="YAML config file (see `synthllm config-schema`)."),
         out: Path = typer.Option(..., "--out", "-o", help="Run folder (resumed if it exists)."),
-        report: bool = typer.Option(True, help="Write report.html / report.json at the end.")):
-    """Run the whole pipeline: documents → concepts → Level-1/2/3 questions → answers → curated dataset."""
+        report: bool = typer.Option(True, help="Write report.html / report.json at the end."),
+        executor: Optional[str] = _EXECUTOR):
+    """Run the whole pipeline: documents → filter → concepts → Level-1/2/3 questions → answers → curated dataset."""
     with _clean_errors():
-        _run(out, load_config(config), report=report)
+        _run(out, load_config(config, _executor_override(executor)), report=report)
 
 
 @app.command()
@@ -108,10 +120,11 @@ def demo(out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Run fo
          docs: int = typer.Option(8, "--docs", min=1, help="How many documents of the sample corpus to use."),
          corpus: Optional[Path] = typer.Option(None, help="Another JSONL corpus instead of the OpenStax sample."),
          model: Optional[str] = typer.Option(None, help="Model folder or .gguf instead of the packaged SmolLM2."),
-         report: bool = typer.Option(True, help="Write report.html / report.json at the end.")):
+         report: bool = typer.Option(True, help="Write report.html / report.json at the end."),
+         executor: Optional[str] = _EXECUTOR):
     """Run the pipeline on the OpenStax sample with the embedded SmolLM2 model (no network, no API key)."""
     with _clean_errors():
-        config = demo_config(docs, corpus, model)
+        config = demo_config(docs, corpus, model).model_copy(update=_executor_override(executor))
         console.print(f"demo: {docs} documents of {config.input.path}, model {config.llm.model}")
         _run(out, config, report=report)
 

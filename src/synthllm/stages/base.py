@@ -67,3 +67,24 @@ class ModelStage(ABC):
     @abstractmethod
     def parse(self, record: Record, texts: list[str]) -> list[Record]:
         """Output records for one input record; raise Unsuitable or Unparsable."""
+
+
+class QuestionStage(ModelStage):
+    """A question generator: asks for at most ``max_questions`` ``<Qn>`` blocks and stops after the last.
+
+    Parameters
+    ----------
+    sampling : sampling parameters of the call.
+    prompt_version : pin a template version (default: newest).
+    max_questions : most questions asked for (and kept) per input record.
+    max_source_chars : source text (document or each reference) is cut to this length in the prompt.
+    """
+
+    def __init__(self, sampling: Sampling, prompt_version: str | None = None, max_questions: int = 5,
+                 max_source_chars: int = 6000):
+        self.max_questions = max_questions
+        self.max_source_chars = max_source_chars
+        super().__init__(sampling, prompt_version)
+
+    def stop_sequences(self) -> tuple[str, ...]:
+        return (f"</Q{self.max_questions}>",)

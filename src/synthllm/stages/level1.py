@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from ..io import truncate_text
-from .base import ModelStage, Record, Unsuitable
+from .base import QuestionStage, Record, Unsuitable
 from .parsing import parse_questions
 from .records import question_record
 
 NOT_SUITABLE = "NOT_SUITABLE_FOR_QUESTIONS"
 
 
-class Level1Questions(ModelStage):
+class Level1Questions(QuestionStage):
     """Document in; 1-``max_questions`` question records out.
 
     A reply that is the sentinel ``NOT_SUITABLE_FOR_QUESTIONS`` (and holds no
@@ -20,16 +20,8 @@ class Level1Questions(ModelStage):
     name = "level1"
     template_name = "level1"
 
-    def __init__(self, sampling, prompt_version=None, max_questions: int = 5, max_document_chars: int = 6000):
-        self.max_questions = max_questions
-        self.max_document_chars = max_document_chars
-        super().__init__(sampling, prompt_version)
-
-    def stop_sequences(self) -> tuple[str, ...]:
-        return (f"</Q{self.max_questions}>",)
-
     def build(self, record: Record) -> list[dict]:
-        return self.template.render(document=truncate_text(record["text"], self.max_document_chars),
+        return self.template.render(document=truncate_text(record["text"], self.max_source_chars),
                                     max_questions=self.max_questions, sentinel=NOT_SUITABLE)
 
     def parse(self, record: Record, texts: list[str]) -> list[Record]:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from ..io import truncate_text
-from .base import ModelStage, Record
+from .base import QuestionStage, Record
 from .parsing import parse_questions
 from .records import format_topics, question_record
 
 
-class Level2Questions(ModelStage):
+class Level2Questions(QuestionStage):
     """Concept record joined with its document text (``record["text"]``) in; question records out.
 
     Each question keeps the concepts the model says it combined
@@ -19,16 +19,8 @@ class Level2Questions(ModelStage):
     name = "level2"
     template_name = "level2"
 
-    def __init__(self, sampling, prompt_version=None, max_questions: int = 5, max_document_chars: int = 6000):
-        self.max_questions = max_questions
-        self.max_document_chars = max_document_chars
-        super().__init__(sampling, prompt_version)
-
-    def stop_sequences(self) -> tuple[str, ...]:
-        return (f"</Q{self.max_questions}>",)
-
     def build(self, record: Record) -> list[dict]:
-        return self.template.render(document=truncate_text(record["text"], self.max_document_chars),
+        return self.template.render(document=truncate_text(record["text"], self.max_source_chars),
                                     concepts=format_topics(record["topics"]), max_questions=self.max_questions)
 
     def parse(self, record: Record, texts: list[str]) -> list[Record]:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from ..io import truncate_text
-from .base import ModelStage, Record
+from .base import QuestionStage, Record
 from .parsing import parse_questions
 from .records import format_topics, question_record
 
 
-class Level3Questions(ModelStage):
+class Level3Questions(QuestionStage):
     """Combination record in; question records out.
 
     The input record (made by the pipeline after the walk step) holds ``id``,
@@ -20,16 +20,8 @@ class Level3Questions(ModelStage):
     name = "level3"
     template_name = "level3"
 
-    def __init__(self, sampling, prompt_version=None, max_questions: int = 3, max_reference_chars: int = 3000):
-        self.max_questions = max_questions
-        self.max_reference_chars = max_reference_chars
-        super().__init__(sampling, prompt_version)
-
-    def stop_sequences(self) -> tuple[str, ...]:
-        return (f"</Q{self.max_questions}>",)
-
     def build(self, record: Record) -> list[dict]:
-        refs = [truncate_text(r["text"], self.max_reference_chars) for r in record["references"]]
+        refs = [truncate_text(r["text"], self.max_source_chars) for r in record["references"]]
         refs += ["(none)"] * (2 - len(refs))
         return self.template.render(concepts=format_topics(record["groups"]), reference_1=refs[0],
                                     reference_2=refs[1], max_questions=self.max_questions)
