@@ -28,7 +28,7 @@ def _h(text: str) -> int:
 
 
 def _document(user: str) -> str:
-    match = re.search(r"Document:\n(.*)", user, re.DOTALL)
+    match = re.search(r"Document:\n(.*?)(?:\n\nKey concepts|\n\nTask:|$)", user, re.DOTALL)
     return match.group(1) if match else user
 
 
@@ -93,9 +93,9 @@ def respond(messages: list[dict]) -> str:
     if "Orig_tag" in user:
         return level1_reply(_document(user))
     if "Reference 1:" in user:
-        return combined_reply(user.split("Reference 1:")[0], "L3")
-    if "Key concepts:" in user:
-        return combined_reply(user.split("Key concepts:")[1].split("Document:")[0], "L2")
+        return combined_reply(user.split("grouped by topic:")[1].split("Task:")[0], "L3")
+    if "Key concepts of the document:" in user:
+        return combined_reply(user.split("Key concepts of the document:")[1].split("Task:")[0], "L2")
     if "Solve the problem" in user:
         return answer_reply(user.split("Problem:")[-1])
     raise ValueError("scripted responder: unknown prompt")

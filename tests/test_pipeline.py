@@ -43,7 +43,7 @@ def test_end_to_end_dataset_has_all_levels_and_counts_reconcile(tmp_path):
     for row in table:
         assert row["messages"] == [{"role": "user", "content": row["question"]},
                                    {"role": "assistant", "content": row["answer"]}]
-        assert row["model"] == "scripted" and row["prompt_version"] == "v1" and row["seed"] == 0
+        assert row["model"] == "scripted" and row["prompt_version"] == "v2" and row["seed"] == 0
         if row["level"] == 3:
             assert len(row["walk"]) >= 4 and len(row["source_doc_ids"]) == 2
         else:
@@ -53,7 +53,7 @@ def test_end_to_end_dataset_has_all_levels_and_counts_reconcile(tmp_path):
     stages = manifest["stages"]
     assert stages["answers"]["in"] == sum(stages[s]["out"] for s in ("level1", "level2", "level3"))
     assert backend.calls == sum(stages[s]["model_calls"] for s in ("concepts", "level1", "level2", "level3", "answers"))
-    assert manifest["versions"]["prompts"]["level1"] == "v1"
+    assert manifest["versions"]["prompts"]["level1"] == "v2"
     assert (tmp_path / "run" / "graph" / "coverage.json").exists()
 
 
@@ -246,3 +246,16 @@ def test_cost_is_accounted_per_stage_when_the_backend_has_prices(tmp_path):
     stage = manifest["stages"]["level1"]
     expected = (stage["prompt_tokens"] * 2.0 + stage["completion_tokens"] * 10.0) / 1e6
     assert stage["cost"] > 0 and abs(stage["cost"] - expected) < 1e-12
+
+
+def test_no_parsable_concepts_means_no_level2_or_level3_but_a_complete_run(tmp_path):
+    def no_concepts(messages):
+        if "describe what a student learns" in messages[-1]["content"]:
+            return "This document is about numbers."
+        return respond(messages)
+
+    manifest = run(make_config(tmp_path), tmp_path / "run", ScriptedBackend(no_concepts))
+    stages = manifest["stages"]
+    assert stages["concepts"]["unparsable"] == stages["concepts"]["in"] == 10
+    assert stages["level2"]["in"] == 0 and stages["walks"]["out"] == 0 and stages["level3"]["in"] == 0
+    assert manifest["dataset_by_level"]["1"] > 0 and manifest["reconciliation"]["ok"]

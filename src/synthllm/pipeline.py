@@ -374,6 +374,9 @@ class Pipeline:
         builder = ConceptGraphBuilder()
         for record in self.store.iter_records("concepts"):
             builder.add_document(record["doc_id"], [(t["topic"], t["concepts"]) for t in record["topics"]])
+        if builder.n_documents == 0:
+            console.print("[yellow]level3: no document has parsed concepts, so there is no concept graph to walk[/]")
+            return None
         graph = builder.build()
         graph.save(folder)
         marker.write_text(self.fingerprints["graph"])
@@ -387,7 +390,7 @@ class Pipeline:
         cfg = self.config.level3
         self._fingerprint("walks", self.fingerprints["graph"], cfg.epochs, cfg.max_walks, cfg.novelty,
                           cfg.reference_documents, self.config.seed)
-        if self.store.shards("walks"):
+        if self.store.shards("walks") or graph is None:
             counts = self.store.stage_counts("walks")
             self._record("walks", counts)
             return counts

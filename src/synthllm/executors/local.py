@@ -68,7 +68,7 @@ def process_shard(stage: ModelStage, records: list[dict], backend: Backend, cach
     ``prompt_version`` (plus ``extra_fields``). Rejected inputs get ``kind``
     (unsuitable / unparsable / failed), ``reason`` and the raw replies.
     """
-    stamp = {"model": backend.model_name, "prompt_version": stage.prompt_version, **(extra_fields or {})}
+    stamp = {"model": backend.model_name, stage.version_field: stage.prompt_version, **(extra_fields or {})}
     # $ per 1M tokens, when the backend was given prices (cost accounting per stage)
     prices = getattr(backend, "prices", None)
     requests: list[ChatRequest] = []

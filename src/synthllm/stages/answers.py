@@ -16,6 +16,7 @@ class AnswerQuestions(ModelStage):
 
     name = "answers"
     template_name = "answer"
+    version_field = "answer_prompt_version"
 
     def __init__(self, sampling, prompt_version=None, samples: int = 1):
         self.n_samples = samples
@@ -35,5 +36,4 @@ class AnswerQuestions(ModelStage):
             best, agreement = 0, None
         if not texts[best]:
             best = next(i for i, t in enumerate(texts) if t)
-        return [{**record, "answer": texts[best], "final_answer": finals[best], "agreement": agreement,
-                 "answer_prompt_version": self.prompt_version}]
+        return [{**record, "answer": texts[best], "final_answer": finals[best], "agreement": agreement}]

@@ -41,6 +41,9 @@ class ModelStage(ABC):
     template_name: ClassVar[str]
     #: how many replies ``parse`` receives per record
     n_samples: int = 1
+    #: the output field that records the template version (a stage that adds to
+    #: another stage's records, like answers, uses its own field)
+    version_field: ClassVar[str] = "prompt_version"
 
     def __init__(self, sampling: Sampling, prompt_version: str | None = None):
         from ..prompts import load_template
