@@ -259,3 +259,23 @@ def test_no_parsable_concepts_means_no_level2_or_level3_but_a_complete_run(tmp_p
     assert stages["concepts"]["unparsable"] == stages["concepts"]["in"] == 10
     assert stages["level2"]["in"] == 0 and stages["walks"]["out"] == 0 and stages["level3"]["in"] == 0
     assert manifest["dataset_by_level"]["1"] > 0 and manifest["reconciliation"]["ok"]
+
+
+def test_a_planted_benchmark_question_is_decontaminated_and_reported(tmp_path, shared_data):
+    leak = json.loads((shared_data / "gsm8k" / "test.jsonl").read_text().splitlines()[5])["question"]
+
+    def leaky(messages):
+        reply = respond(messages)
+        if "Orig_tag" in messages[-1]["content"] and "whole numbers" in messages[-1]["content"].lower():
+            reply += f"\n<Q9>\nQuestion: {leak}\nOrig_tag:<newly_created>\nLevel:<elementary>\n</Q9>"
+        return reply
+
+    config = make_config(tmp_path, decontamination={"use_shared_benchmarks": True},
+                         level1={"questions_per_document": 3})
+    manifest = run(config, tmp_path / "run", ScriptedBackend(leaky))
+    assert manifest["stages"]["decontam"]["removed"] >= 1
+    assert set(manifest["stages"]["decontam"]["benchmarks"]) >= {"gsm8k"}
+    removed = [json.loads(line) for line in (tmp_path / "run" / "quality" / "decontam.jsonl").read_text().splitlines()]
+    assert any(r["benchmark"] == "gsm8k" and r["field"] == "question" for r in removed)
+    dataset = (tmp_path / "run" / "dataset.jsonl").read_text()
+    assert leak not in dataset and manifest["reconciliation"]["ok"]

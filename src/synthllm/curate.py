@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .config import Config
+from .quality.decontam import shared_data_dir
 from .store import RunStore, atomic_write_text, jsonl_text
 
 _MESSAGE = pa.struct([("role", pa.string()), ("content", pa.string())])
@@ -60,19 +61,6 @@ def dataset_row(record: dict) -> dict:
         "answer_prompt_version": record.get("answer_prompt_version"),
         "seed": record.get("seed"),
     }
-
-
-def shared_data_dir() -> Path | None:
-    """``$SYNTHLLM_DATA``, else a ``shared/data`` folder beside the current or package checkout."""
-    candidates = []
-    if os.environ.get("SYNTHLLM_DATA"):
-        candidates.append(Path(os.environ["SYNTHLLM_DATA"]))
-    here = Path(__file__).resolve()
-    candidates += [Path.cwd().parent / "shared" / "data", here.parents[3] / "shared" / "data"]
-    for candidate in candidates:
-        if candidate.is_dir():
-            return candidate
-    return None
 
 
 def _dedup(rows: list[dict], config: Config) -> tuple[list[dict], list[dict]]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .config import Config, load_config
-from .curate import shared_data_dir
+from .quality.decontam import shared_data_dir
 
 SAMPLE_CORPUS = Path(__file__).parent / "data" / "openstax_sample.jsonl"
 

@@ -3,30 +3,46 @@
 Two steps, so that a shared textbook formula is not mistaken for a leak:
 
 1. **Candidates.** Every benchmark text (e.g. GSM8K question and answer,
-   MATH problem and solution) is tokenised into lower-case words and numbers,
+   MATH problem and solution) is tokenised into lower-case words and numbers;
    every number becomes one placeholder token (so a copy with changed numbers
    still matches), and its token ``ngram``-grams (default 13) are hashed into
-   a sorted index. A sample's field is a candidate for a benchmark text when
-   they share one such n-gram. Hashing and lookup are vectorised with numpy
-   over whole batches of texts.
+   a sorted index. A sample field is a candidate for a benchmark text when
+   they share one such n-gram. Tokenising, hashing and lookup are vectorised
+   with numpy over whole batches of texts.
 2. **Verification.** For each candidate pair the decontaminator measures how
-   much of the *benchmark text* the sample covers: the share of its tokens
-   that lie in a ``verify_ngram``-gram (default 6) also found in the sample,
-   plus the longest common token span. The pair is a leak when the coverage
-   reaches ``min_coverage`` (default 0.6) or the span reaches ``min_span``
-   tokens (default 50). A verbatim copy covers 100 %; changed numbers,
-   reordered clauses or an added sentence still cover most of the benchmark
-   text; a textbook sentence that happens to share a 13-gram with a long
+   much of the *benchmark text* the sample covers, with ``verify_ngram``-grams
+   (default 6):
+
+   - ``raw coverage``: share of the benchmark text's tokens that lie in a
+     k-gram (numbers kept) also found in the sample;
+   - ``normalised coverage``: the same with numbers replaced, counted only
+     with numbers replaced. It counts only for prose benchmark texts (at
+     least ``min_prose`` of their non-number tokens are words, default 0.5: in a word
+     problem the numbers are parameters, in a formula they are the content)
+     and only when the matched *evidence* k-grams (found in fewer than
+     ``common_items`` benchmark items, default 3, and made of prose words at
+     least half) alone cover at least ``min_distinctive`` (default 0.4) of
+     the benchmark text: formula-heavy text such as ``(x + 3)(2x - 4)`` becomes
+     generic once its numbers are replaced, its k-grams occur in many MATH
+     items and are no evidence that the sample copies this one.
+
+   The pair is a leak when either coverage reaches ``min_coverage`` (default
+   0.7) or the benchmark text has a stretch of ``min_span`` tokens (default
+   50; numbers kept) whose every k-gram occurs in the sample. A verbatim copy covers 100 %; changed numbers in a
+   word problem, reordered clauses or an added sentence still cover most of
+   the benchmark text; a textbook sentence that shares a 13-gram with a long
    MATH problem covers only a small part of it.
 
-Benchmark texts shorter than ``ngram`` tokens can share no n-gram; they are
-caught when a sample field equals one of them exactly (after normalisation,
-numbers kept, since with numbers replaced most of them would be generic).
+Benchmark texts shorter than ``ngram`` tokens are indexed by their
+``verify_ngram``-grams with numbers kept (with numbers replaced, most short
+problems are generic exercises such as "Factor <num>x^<num> - <num>x"); they
+leak only when the sample holds all of their tokens (raw coverage 1). Those
+shorter than ``verify_ngram`` tokens are caught when a sample field equals
+one exactly.
 """
 
 from __future__ import annotations
 
-import difflib
 import json
 import os
 import re
@@ -39,13 +55,18 @@ import numpy as np
 Record = dict[str, Any]
 
 _TOKEN = re.compile(rb"[a-z]+|[0-9]+(?:[.,][0-9]+)*")
-#: placeholder that every number becomes
-NUMBER_TOKEN = "<num>"
 #: odd 64-bit multiplier of the polynomial rolling hash
 _HASH_BASE = np.uint64(0x9E3779B97F4A7C15)
 _CHAR_BASE = np.uint64(0x100000001B3)
 _CHAR_BASE_INVERSE = np.uint64(pow(int(_CHAR_BASE), -1, 2**64))
 _NUMBER_HASH = np.uint64(0x5BD1E9955BD1E995)
+_FILTER_BITS = 24
+#: odd multiplier that mixes a text's index into its k-gram hashes (joint membership tests)
+_TEXT_SALT = np.uint64(0xD6E8FEB86659FD93)
+#: byte class: 1 for a-z, 2 for 0-9, 0 for everything else (text is lower-cased first)
+_CHAR_KIND = np.zeros(256, dtype=np.int8)
+_CHAR_KIND[ord("a"):ord("z") + 1] = 1
+_CHAR_KIND[ord("0"):ord("9") + 1] = 2
 
 
 @dataclass(frozen=True)
@@ -73,8 +94,9 @@ class BenchmarkSpec:
 def shared_data_dir() -> Path | None:
     """The project's shared data folder, if this checkout has one.
 
-    Looks at ``$SYNTHLLM_SHARED_DATA`` first, then at ``../shared/data``
-    next to the repository root (where this repository's CI keeps it).
+    Looks at ``$SYNTHLLM_DATA`` first, then at ``../shared/data`` next to
+    the repository root (where this repository's development checkout keeps
+    it). Installed elsewhere, neither exists: pass benchmark paths instead.
 
     Returns
     -------
@@ -82,8 +104,8 @@ def shared_data_dir() -> Path | None:
         The folder, or ``None`` when neither exists.
     """
     candidates = []
-    if os.environ.get("SYNTHLLM_SHARED_DATA"):
-        candidates.append(Path(os.environ["SYNTHLLM_SHARED_DATA"]))
+    if os.environ.get("SYNTHLLM_DATA"):
+        candidates.append(Path(os.environ["SYNTHLLM_DATA"]))
     candidates.append(Path(__file__).resolve().parents[3].parent / "shared" / "data")
     return next((path for path in candidates if path.is_dir()), None)
 
@@ -133,94 +155,63 @@ def tokenize(text: str) -> list[str]:
     return [token.decode("ascii") for token in _TOKEN.findall(text.lower().encode("utf-8"))]
 
 
-def _numbers_replaced(tokens: list[str]) -> list[str]:
-    return [NUMBER_TOKEN if token[0].isdigit() else token for token in tokens]
+_POWER_TABLES: list[np.ndarray] = []
+
+
+def _power_tables(length: int) -> tuple[np.ndarray, np.ndarray]:
+    """``_CHAR_BASE ** i`` and its inverse mod 2**64 for i < length (cached, grown on demand)."""
+    if not _POWER_TABLES or len(_POWER_TABLES[0]) < length:
+        size = max(length, 1 << 20, 2 * len(_POWER_TABLES[0]) if _POWER_TABLES else 0)
+        powers = np.cumprod(np.full(size, _CHAR_BASE, dtype=np.uint64))
+        inverse = np.cumprod(np.full(size, _CHAR_BASE_INVERSE, dtype=np.uint64))
+        one = np.ones(1, dtype=np.uint64)
+        _POWER_TABLES[:] = [np.concatenate((one, powers[:-1])), np.concatenate((one, inverse[:-1]))]
+    return _POWER_TABLES[0], _POWER_TABLES[1]
 
 
 class _TokenStream:
     """Vectorised tokenisation of many texts at once (same tokens as :func:`tokenize`).
 
     Attributes: ``raw_hashes`` (uint64 hash per token), ``hashes`` (the same
-    with every number given one hash), ``text_of_token`` (index of the text each token belongs to) and
+    with every number given one hash), ``is_word`` (the token is a prose word),
+    ``text_of_token`` (index of the text each token belongs to) and
     ``counts`` (tokens per text).
     """
 
     def __init__(self, texts: list[str]):
         encoded = [text.lower().encode("utf-8") for text in texts]
         lengths = np.fromiter((len(e) + 1 for e in encoded), dtype=np.int64, count=len(encoded))
+        # a separator before every text and one at the end: each token run ends at a boundary
         text_starts = np.concatenate(([0], np.cumsum(lengths)[:-1]))
-        chars = np.frombuffer(b"\n".join(encoded) + b"\n", dtype=np.uint8)
-        letter = (chars >= 97) & (chars <= 122)
-        digit = (chars >= 48) & (chars <= 57)
-        joiner = np.zeros_like(digit)
-        joiner[1:-1] = ((chars[1:-1] == 46) | (chars[1:-1] == 44)) & digit[:-2] & digit[2:]
-        kind = letter.astype(np.int8) + 2 * (digit | joiner).astype(np.int8)
-        bounds = np.flatnonzero(np.diff(kind, prepend=np.int8(0), append=np.int8(0)))
-        run_starts, run_ends = bounds[:-1], bounds[1:]
-        is_token = kind[run_starts] != 0
-        starts, ends = run_starts[is_token], run_ends[is_token]
+        chars = np.frombuffer(b"\n" + b"\n".join(encoded) + b"\n", dtype=np.uint8)
+        kind = _CHAR_KIND[chars]
+        separators = np.flatnonzero((chars == 46) | (chars == 44))  # '.' or ','
+        separators = separators[(separators > 0) & (separators < len(chars) - 1)]
+        kind[separators[(kind[separators - 1] == 2) & (kind[separators + 1] == 2)]] = 2
+        bounds = np.flatnonzero(kind[1:] != kind[:-1]) + 1
+        is_token = kind[bounds[:-1]] != 0
+        starts, ends = bounds[:-1][is_token], bounds[1:][is_token]
         # position-independent polynomial hash of each token's bytes via prefix sums mod 2**64
-        powers = np.cumprod(np.full(len(chars), _CHAR_BASE, dtype=np.uint64))
-        inverse_powers = np.cumprod(np.full(len(chars), _CHAR_BASE_INVERSE, dtype=np.uint64))
-        prefix = np.concatenate(([np.uint64(0)], np.cumsum(chars.astype(np.uint64) * powers)))
-        hashes = (prefix[ends] - prefix[starts]) * np.concatenate(([np.uint64(1)], inverse_powers))[starts]
+        powers, inverse_powers = _power_tables(len(chars) + 1)
+        prefix = np.empty(len(chars) + 1, dtype=np.uint64)
+        prefix[0] = 0
+        np.cumsum(chars * powers[1:len(chars) + 1], out=prefix[1:])
+        hashes = (prefix[ends] - prefix[starts]) * inverse_powers[starts]
         self.raw_hashes = hashes
         self.hashes = np.where(kind[starts] == 2, _NUMBER_HASH, hashes)
-        self.text_of_token = np.searchsorted(text_starts, starts, side="right") - 1
-        self.counts = np.bincount(self.text_of_token, minlength=len(texts))
+        # prose words: letter runs of 3+ characters that are not LaTeX commands (\frac)
+        self.is_word = (kind[starts] == 1) & (ends - starts >= 3) & (chars[starts - 1] != ord("\\"))
+        # texts start at byte text_starts + 1; few texts, many tokens: search the texts in the tokens
+        self.offsets = np.append(np.searchsorted(starts, text_starts + 1), len(starts))
+        self.counts = np.diff(self.offsets)
+        self.text_of_token = np.repeat(np.arange(len(texts)), self.counts)
 
     def ngrams(self, ngram: int, numbers_replaced: bool = True) -> tuple[np.ndarray, np.ndarray]:
         """Hashes of the n-grams that lie inside one text, and the index of their first token."""
-        tokens = self.hashes if numbers_replaced else self.raw_hashes
-        count = len(tokens) - ngram + 1
-        if count <= 0:
-            return np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=np.int64)
-        combined = np.zeros(count, dtype=np.uint64)
-        for offset in range(ngram):  # uint64 arithmetic wraps: a hash modulo 2**64
-            combined = combined * _HASH_BASE + tokens[offset:offset + count]
-        inside = np.flatnonzero(self.text_of_token[:count] == self.text_of_token[ngram - 1:])
+        combined = _kgram_hashes(self.hashes if numbers_replaced else self.raw_hashes, ngram)
+        inside = np.flatnonzero(self.text_of_token[:len(combined)] == self.text_of_token[ngram - 1:])
         return combined[inside], inside
 
-
-class _Sample:
-    """A sample text's tokens and k-gram sets, computed once and reused for every candidate."""
-
-    def __init__(self, text: str):
-        self.raw = tokenize(text)
-        self._normalised: list[str] | None = None
-        self._grams: dict[tuple[int, bool], set] = {}
-
-    def tokens(self, numbers_replaced: bool) -> list[str]:
-        if not numbers_replaced:
-            return self.raw
-        if self._normalised is None:
-            self._normalised = _numbers_replaced(self.raw)
-        return self._normalised
-
-    def grams(self, k: int, numbers_replaced: bool) -> set:
-        key = (k, numbers_replaced)
-        if key not in self._grams:
-            tokens = self.tokens(numbers_replaced)
-            self._grams[key] = {tuple(tokens[i:i + k]) for i in range(len(tokens) - k + 1)}
-        return self._grams[key]
-
-
-def _covered_share(sample_grams: set, bench: list[str], k: int) -> float:
-    """Share of ``bench`` tokens inside a k-gram that is also in ``sample_grams``."""
-    if len(bench) < k:  # only texts equal to a whole short benchmark text get here
-        return 1.0
-    covered = np.zeros(len(bench) + 1, dtype=np.int64)
-    for start in range(len(bench) - k + 1):
-        if tuple(bench[start:start + k]) in sample_grams:
-            covered[start] += 1
-            covered[start + k] -= 1
-    return float((np.cumsum(covered)[:-1] > 0).mean())
-
-
-def _longest_span(sample: list[str], bench: list[str]) -> int:
-    """Length of the longest run of tokens common to both sequences."""
-    matcher = difflib.SequenceMatcher(None, sample, bench, autojunk=False)
-    return matcher.find_longest_match(0, len(sample), 0, len(bench)).size
 
 
 def read_jsonl(path: str | Path) -> list[Record]:
@@ -264,6 +255,51 @@ class _Entry:
     text: str
 
 
+def _kgram_hashes(tokens: np.ndarray, k: int) -> np.ndarray:
+    """Rolling hashes of every k-gram of one token-hash sequence."""
+    count = len(tokens) - k + 1
+    if count <= 0:
+        return np.zeros(0, dtype=np.uint64)
+    combined = np.zeros(count, dtype=np.uint64)
+    for offset in range(k):  # uint64 arithmetic wraps: a hash modulo 2**64
+        combined = combined * _HASH_BASE + tokens[offset:offset + count]
+    return combined
+
+
+def _unique_pairs(first: np.ndarray, second: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct (first, second) pairs, sorted by first then second."""
+    order = np.lexsort((second, first))
+    first, second = first[order], second[order]
+    new = np.ones(len(first), dtype=bool)
+    new[1:] = (first[1:] != first[:-1]) | (second[1:] != second[:-1])
+    return first[new], second[new]
+
+
+def _sorted_unique(values: np.ndarray) -> np.ndarray:
+    """Sorted distinct values (sort-based: faster than np.unique's hashing on large uint64 arrays)."""
+    values = np.sort(values)
+    if len(values) == 0:
+        return values
+    return values[np.concatenate(([True], values[1:] != values[:-1]))]
+
+
+def _unique_counts(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted distinct values and how often each occurs."""
+    values = np.sort(values)
+    if len(values) == 0:
+        return values, np.zeros(0, dtype=np.int64)
+    starts = np.flatnonzero(np.concatenate(([True], values[1:] != values[:-1])))
+    return values[starts], np.diff(np.append(starts, len(values)))
+
+
+def _member(values: np.ndarray, sorted_unique: np.ndarray) -> np.ndarray:
+    """Mask of ``values`` found in the sorted, duplicate-free array ``sorted_unique``."""
+    if len(sorted_unique) == 0:
+        return np.zeros(len(values), dtype=bool)
+    slots = np.minimum(np.searchsorted(sorted_unique, values), len(sorted_unique) - 1)
+    return sorted_unique[slots] == values
+
+
 class Decontaminator:
     """N-gram index over benchmark texts with an extent check on every candidate.
 
@@ -272,20 +308,40 @@ class Decontaminator:
     specs : list of BenchmarkSpec
         Benchmarks to index.
     ngram : int, default=13
-        Token n-gram length of the candidate index.
+        Token n-gram length of the candidate index (numbers replaced, and
+        numbers kept).
     verify_ngram : int, default=6
         Token k-gram length used to measure how much of a benchmark text a
-        sample covers.
-    min_coverage : float, default=0.6
+        sample covers; also the index n-gram of benchmark texts shorter than
+        ``ngram``.
+    min_coverage : float, default=0.7
         Coverage of the benchmark text at or above which a candidate is a leak.
     min_span : int, default=50
-        Longest common token span at or above which a candidate is a leak
-        whatever its coverage (long verbatim passages of long solutions).
+        Span at or above which a candidate is a leak whatever its coverage (a
+        long verbatim passage of a long solution): the longest stretch of the
+        benchmark text (numbers kept) whose every k-gram occurs in the sample.
+    common_items : int, default=3
+        An n-gram found in this many benchmark items or more is generic: it
+        proposes no candidate and does not count as evidence.
+    min_distinctive : float, default=0.4
+        Share of a benchmark text that matched evidence k-grams (distinctive
+        and at least half prose words) must cover for its normalised
+        coverage to count.
+    min_prose : float, default=0.5
+        Share of prose words (letter runs of 3+ characters that are not LaTeX
+        commands) among the non-number tokens of a benchmark text that it
+        needs for its numbers to be replaced in the check: in a word problem
+        the numbers are parameters, in a formula they are the content.
+    min_shared : int, default=3
+        A prose benchmark text sharing no ``ngram``-gram with a sample is
+        still a candidate when they share this many distinctive
+        ``verify_ngram``-grams (numbers replaced): reordered sentences break
+        every 13-gram of a short word problem.
     max_candidates : int, default=5
         Benchmark texts verified per sample field (those sharing the most
         n-grams with it).
     batch_chars : int, default=4_000_000
-        Characters hashed per vectorised batch (bounds memory).
+        Characters tokenised per vectorised batch (bounds memory).
 
     Attributes
     ----------
@@ -294,15 +350,22 @@ class Decontaminator:
     """
 
     def __init__(self, specs: list[BenchmarkSpec], ngram: int = 13, verify_ngram: int = 6,
-                 min_coverage: float = 0.6, min_span: int = 50, max_candidates: int = 5,
-                 batch_chars: int = 4_000_000):
+                 min_coverage: float = 0.7, min_span: int = 50, common_items: int = 3,
+                 min_distinctive: float = 0.4, min_prose: float = 0.5, min_shared: int = 3,
+                 max_candidates: int = 5, batch_chars: int = 4_000_000):
         if not specs:
             raise ValueError("no benchmarks to decontaminate against")
+        if verify_ngram > ngram:
+            raise ValueError(f"verify_ngram ({verify_ngram}) must not exceed ngram ({ngram})")
         self.specs = list(specs)
         self.ngram = ngram
         self.verify_ngram = verify_ngram
         self.min_coverage = min_coverage
         self.min_span = min_span
+        self.common_items = common_items
+        self.min_distinctive = min_distinctive
+        self.min_shared = min_shared
+        self.min_prose = min_prose
         self.max_candidates = max_candidates
         self.batch_chars = batch_chars
         self.n_items: dict[str, int] = {}
@@ -311,95 +374,192 @@ class Decontaminator:
         self._build()
 
     def _build(self) -> None:
-        texts = []
+        texts, items = [], []
         for spec in self.specs:
             rows = read_jsonl(spec.path)
             self.n_items[spec.name] = len(rows)
             for line_index, row in enumerate(rows):
+                if spec.id_field and spec.id_field not in row:
+                    raise ValueError(f"{spec.path}:{line_index + 1}: no id field {spec.id_field!r}")
                 item_id = str(row[spec.id_field]) if spec.id_field else str(line_index)
                 for field_name in spec.text_fields:
                     if field_name not in row:
                         raise ValueError(f"{spec.path}:{line_index + 1}: no field {field_name!r}")
                     text = str(row[field_name] or "")
                     texts.append(text)
+                    items.append(len(self.n_items) * 10**9 + line_index)
                     self._entries.append(_Entry(spec.name, item_id, field_name, text))
         stream = _TokenStream(texts)
-        # long texts: index their ngram-grams; mid-length ones: their verify_ngram-grams;
-        # the shortest: their whole token sequence (numbers kept)
-        self._long = self._index(stream, self.ngram, stream.counts >= self.ngram, True)
-        mid = (stream.counts >= self.verify_ngram) & (stream.counts < self.ngram)
-        self._mid = self._index(stream, self.verify_ngram, mid, False)
+        self._stream = stream
         self._entry_is_long = stream.counts >= self.ngram
+        words = np.bincount(stream.text_of_token, weights=stream.is_word, minlength=len(texts))
+        letter_runs = np.bincount(stream.text_of_token, weights=stream.raw_hashes == stream.hashes,
+                                  minlength=len(texts))
+        self._entry_is_prose = self._entry_is_long & (words >= self.min_prose * np.maximum(letter_runs, 1))
+        entry_items = np.asarray(items, dtype=np.uint64)
+        # the candidate indexes hold only distinctive n-grams (found in fewer than
+        # common_items benchmark items): boilerplate and generic formulas propose nothing.
+        # long texts: ngram-grams, numbers replaced and kept; mid-length ones:
+        # verify_ngram-grams, numbers kept; the shortest: their whole token sequence
+        mid = (stream.counts >= self.verify_ngram) & ~self._entry_is_long
+        # (n, numbers replaced, distinct hits a candidate needs, index)
+        self._indexes = [
+            (self.ngram, True, 1, self._index(stream, self.ngram, True, self._entry_is_long, entry_items)),
+            (self.ngram, False, 1, self._index(stream, self.ngram, False, self._entry_is_long, entry_items)),
+            (self.verify_ngram, True, self.min_shared, self._index(stream, self.verify_ngram, True,
+                                                                  self._entry_is_prose, entry_items)),
+            (self.verify_ngram, False, 1, self._index(stream, self.verify_ngram, False, mid, entry_items)),
+        ]
         for entry_index in np.flatnonzero((stream.counts > 0) & (stream.counts < self.verify_ngram)):
             self._short_texts.setdefault(" ".join(tokenize(texts[entry_index])), int(entry_index))
+        # k-grams of every benchmark text, with numbers kept and replaced, for the verification
+        k = self.verify_ngram
+        self._bench_raw = _kgram_hashes(stream.raw_hashes, k)
+        self._bench_norm = _kgram_hashes(stream.hashes, k)
+        # evidence k-grams (numbers replaced): distinctive (in fewer than common_items items)
+        # and mostly prose words
+        common = self._common_hashes(stream, k, True, entry_items)
+        wordy = np.convolve(stream.is_word.astype(np.int64), np.ones(k, dtype=np.int64), "valid") * 2 >= k
+        self._bench_evidence = ~_member(self._bench_norm, common) & wordy[:len(self._bench_norm)]
 
-    @staticmethod
-    def _index(stream: "_TokenStream", ngram: int, selected: np.ndarray, numbers_replaced: bool
-               ) -> tuple[np.ndarray, np.ndarray]:
-        """Sorted unique (n-gram hash, entry) pairs of the selected texts."""
+    def _common_hashes(self, stream: "_TokenStream", ngram: int, numbers_replaced: bool,
+                       entry_items: np.ndarray) -> np.ndarray:
+        """Sorted n-gram hashes found in ``common_items`` benchmark items or more."""
+        hashes, first_tokens = stream.ngrams(ngram, numbers_replaced)
+        hashes, _ = _unique_pairs(hashes, entry_items[stream.text_of_token[first_tokens]])
+        unique_hashes, counts = _unique_counts(hashes)
+        return unique_hashes[counts >= self.common_items]
+
+    def _index(self, stream: "_TokenStream", ngram: int, numbers_replaced: bool, selected: np.ndarray,
+               entry_items: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Sorted unique distinctive (n-gram hash, entry) pairs of the selected texts, and a presence table."""
         hashes, first_tokens = stream.ngrams(ngram, numbers_replaced)
         entries = stream.text_of_token[first_tokens]
-        keep = selected[entries]
-        pairs = np.unique(np.stack([hashes[keep], entries[keep].astype(np.uint64)], axis=1), axis=0)
-        return pairs[:, 0].copy(), pairs[:, 1].astype(np.int64)
+        keep = selected[entries] & ~_member(hashes, self._common_hashes(stream, ngram, numbers_replaced,
+                                                                        entry_items))
+        index_hashes, index_entries = _unique_pairs(hashes[keep], entries[keep])
+        # a 2**24-bit presence table (2 MB, cache-friendly) on the top hash bits answers most
+        # lookups of absent n-grams
+        present = np.zeros(1 << _FILTER_BITS, dtype=bool)
+        present[index_hashes >> np.uint64(64 - _FILTER_BITS)] = True
+        return index_hashes, index_entries, np.packbits(present, bitorder="little")
 
     @property
     def n_ngrams(self) -> int:
         """Number of (n-gram, benchmark text) pairs in the indexes."""
-        return len(self._long[0]) + len(self._mid[0])
+        return sum(len(index[0]) for *_, index in self._indexes)
 
     @staticmethod
-    def _lookup(index: tuple[np.ndarray, np.ndarray], hashes: np.ndarray, texts_of: np.ndarray
+    def _lookup(index: tuple[np.ndarray, np.ndarray, np.ndarray], hashes: np.ndarray, texts_of: np.ndarray
                 ) -> tuple[np.ndarray, np.ndarray]:
         """(text, entry) pairs for every query n-gram found in the index."""
-        index_hashes, index_entries = index
+        index_hashes, index_entries, present = index
+        slots = hashes >> np.uint64(64 - _FILTER_BITS)
+        maybe = (present[slots >> np.uint64(3)] >> (slots & np.uint64(7)).astype(np.uint8)) & 1 == 1
+        hashes, texts_of = hashes[maybe], texts_of[maybe]
         if len(index_hashes) == 0 or len(hashes) == 0:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
         low = np.searchsorted(index_hashes, hashes, side="left")
-        high = np.searchsorted(index_hashes, hashes, side="right")
-        repeat = high - low
-        found = repeat > 0
-        low, repeat, texts_of = low[found], repeat[found], texts_of[found]
+        found = index_hashes[np.minimum(low, len(index_hashes) - 1)] == hashes
+        low, hashes, texts_of = low[found], hashes[found], texts_of[found]
+        repeat = np.searchsorted(index_hashes, hashes, side="right") - low
         slots = np.repeat(low - np.cumsum(repeat) + repeat, repeat) + np.arange(repeat.sum())
         return np.repeat(texts_of, repeat), index_entries[slots]
 
-    def _candidates(self, stream: "_TokenStream") -> dict[int, list[int]]:
-        """Text position -> benchmark entries sharing an n-gram with it, most shared first."""
-        text_parts, entry_parts = [], []
-        for index, ngram, numbers_replaced in ((self._long, self.ngram, True),
-                                               (self._mid, self.verify_ngram, False)):
+    def _candidates(self, stream: "_TokenStream") -> tuple[np.ndarray, np.ndarray]:
+        """(text, entry) candidate pairs: the ``max_candidates`` entries sharing most n-grams with each text."""
+        n_entries = len(self._entries)
+        key_parts, count_parts = [], []
+        for ngram, numbers_replaced, min_hits, index in self._indexes:
             hashes, first_tokens = stream.ngrams(ngram, numbers_replaced)
             found_texts, found_entries = self._lookup(index, hashes, stream.text_of_token[first_tokens])
-            text_parts.append(found_texts)
-            entry_parts.append(found_entries)
-        found_texts, found_entries = np.concatenate(text_parts), np.concatenate(entry_parts)
-        if len(found_texts) == 0:
-            return {}
-        pairs, counts = np.unique(np.stack([found_texts, found_entries], axis=1), axis=0, return_counts=True)
-        candidates: dict[int, list[tuple[int, int]]] = {}
-        for (text_position, entry_index), count in zip(pairs.tolist(), counts.tolist()):
-            candidates.setdefault(text_position, []).append((-count, entry_index))
-        return {position: [entry for _, entry in sorted(found)[:self.max_candidates]]
-                for position, found in candidates.items()}
+            keys, counts = _unique_counts(found_texts * n_entries + found_entries)
+            key_parts.append(keys[counts >= min_hits])
+            count_parts.append(counts[counts >= min_hits])
+        keys, counts = np.concatenate(key_parts), np.concatenate(count_parts)
+        order = np.argsort(keys, kind="stable")
+        keys, counts = keys[order], counts[order]
+        new = np.concatenate(([True], keys[1:] != keys[:-1])) if len(keys) else np.zeros(0, dtype=bool)
+        counts = np.add.reduceat(counts, np.flatnonzero(new)) if len(keys) else counts
+        keys = keys[new]
+        texts, entries = keys // n_entries, keys % n_entries
+        order = np.lexsort((-counts, texts))
+        texts, entries = texts[order], entries[order]
+        group_start = np.flatnonzero(np.concatenate(([True], texts[1:] != texts[:-1])))
+        rank = np.arange(len(texts)) - np.repeat(group_start, np.diff(np.append(group_start, len(texts))))
+        keep = rank < self.max_candidates
+        return texts[keep], entries[keep]
 
-    def _verify(self, sample: "_Sample", entry_index: int) -> dict | None:
-        entry = self._entries[entry_index]
-        # numbers count as one token against long texts only: in a short text they are
-        # most of what makes it that problem rather than a generic exercise
-        numbers_replaced = bool(self._entry_is_long[entry_index])
-        bench_tokens = tokenize(entry.text)
-        if numbers_replaced:
-            bench_tokens = _numbers_replaced(bench_tokens)
-        coverage = _covered_share(sample.grams(self.verify_ngram, numbers_replaced), bench_tokens,
-                                  self.verify_ngram)
-        if coverage < self.min_coverage and len(bench_tokens) < self.min_span:
-            return None
-        span = _longest_span(sample.tokens(numbers_replaced), bench_tokens)
-        if coverage < self.min_coverage and span < self.min_span:
-            return None
-        return {"benchmark": entry.benchmark, "benchmark_id": entry.benchmark_id,
-                "benchmark_field": entry.benchmark_field, "matched_text": entry.text,
-                "score": round(coverage, 4), "longest_span": span}
+    def _verify(self, stream: "_TokenStream", texts: np.ndarray, entries: np.ndarray
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Coverage, span and verdict of every (text, entry) pair, all pairs at once.
+
+        Each pair gets a segment as long as its benchmark text: its k-gram
+        flags followed by ``k - 1`` zeros, so that a convolution marks the
+        covered tokens without leaking from one pair into the next.
+        """
+        k = self.verify_ngram
+        lengths = self._stream.counts[entries]
+        n_kgrams = np.maximum(lengths - k + 1, 0)
+        segment_starts = np.concatenate(([0], np.cumsum(lengths)[:-1]))
+        total = int(lengths.sum())
+        # positions of each pair's benchmark k-grams, in the benchmark stream and in the layout
+        pair_of = np.repeat(np.arange(len(entries)), n_kgrams)
+        within = np.arange(int(n_kgrams.sum())) - np.repeat(np.cumsum(n_kgrams) - n_kgrams, n_kgrams)
+        bench_positions = self._stream.offsets[entries][pair_of] + within
+        layout = segment_starts[pair_of] + within
+        # membership of (text, k-gram) pairs: mix the text index into the hash
+        text_salt = (texts[pair_of].astype(np.uint64) + np.uint64(1)) * _TEXT_SALT
+        all_raw, all_norm = _kgram_hashes(stream.raw_hashes, k), _kgram_hashes(stream.hashes, k)
+        sample_raw, sample_norm = self._sample_keys(stream, np.unique(texts), all_raw, all_norm, k)
+
+        def coverage_of(found: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            flags = np.zeros(total, dtype=np.int64)
+            flags[layout[found]] = 1
+            covered = (np.convolve(flags, np.ones(k, dtype=np.int64))[:total] > 0).astype(np.int64)
+            sums = np.add.reduceat(covered, segment_starts) if total else np.zeros(0, dtype=np.int64)
+            return np.where(lengths > 0, sums / np.maximum(lengths, 1), 0.0), flags
+
+        raw_found = _member(self._bench_raw[bench_positions] + text_salt, sample_raw)
+        coverage, raw_flags = coverage_of(raw_found)
+        span = self._longest_runs(raw_flags, segment_starts)
+        span = np.where(span > 0, span + k - 1, 0)
+        prose = self._entry_is_prose[entries]
+        on_prose = prose[pair_of]
+        norm_found = np.zeros(len(pair_of), dtype=bool)
+        norm_found[on_prose] = _member(self._bench_norm[bench_positions[on_prose]] + text_salt[on_prose],
+                                       sample_norm)
+        evidence_share, _ = coverage_of(norm_found & self._bench_evidence[bench_positions])
+        norm_coverage, _ = coverage_of(norm_found)
+        coverage = np.where(prose & (evidence_share >= self.min_distinctive),
+                            np.maximum(coverage, norm_coverage), coverage)
+        tiny = lengths < k  # reached only through an exact match of the whole short text
+        coverage[tiny] = 1.0
+        span[tiny] = lengths[tiny]
+        long_entry = self._entry_is_long[entries]
+        leak = np.where(long_entry, (coverage >= self.min_coverage) | (span >= self.min_span), coverage >= 1.0)
+        return coverage, span, leak
+
+    @staticmethod
+    def _sample_keys(stream: "_TokenStream", positions: np.ndarray, all_raw: np.ndarray, all_norm: np.ndarray,
+                     k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Sorted unique salted k-gram hashes (numbers kept, replaced) of the given texts."""
+        lows = stream.offsets[positions]
+        counts = np.maximum(stream.offsets[positions + 1] - k + 1 - lows, 0)
+        index = np.repeat(lows - (np.cumsum(counts) - counts), counts) + np.arange(int(counts.sum()))
+        salt = (np.repeat(positions, counts).astype(np.uint64) + np.uint64(1)) * _TEXT_SALT
+        return _sorted_unique(all_raw[index] + salt), _sorted_unique(all_norm[index] + salt)
+
+    @staticmethod
+    def _longest_runs(flags: np.ndarray, segment_starts: np.ndarray) -> np.ndarray:
+        """Longest run of ones inside each segment (segments end in zeros, so runs never cross)."""
+        longest = np.zeros(len(segment_starts), dtype=np.int64)
+        edges = np.flatnonzero(np.diff(np.concatenate(([0], flags, [0]))))
+        run_starts, run_ends = edges[::2], edges[1::2]
+        if len(run_starts):
+            segment = np.searchsorted(segment_starts, run_starts, side="right") - 1
+            np.maximum.at(longest, segment, run_ends - run_starts)
+        return longest
 
     def check(self, texts: list[str]) -> list[dict | None]:
         """The best benchmark match of each text, or ``None`` when it is clean.
@@ -414,25 +574,33 @@ class Decontaminator:
         list of dict or None
             Per text: ``{"benchmark", "benchmark_id", "benchmark_field",
             "matched_text", "score", "longest_span"}`` for the verified match
-            with the highest coverage, else ``None``.
+            with the highest coverage (``score``), else ``None``.
         """
         results: list[dict | None] = [None] * len(texts)
         for batch in _batches(texts, self.batch_chars):
             batch_texts = [texts[i] for i in batch]
             stream = _TokenStream(batch_texts)
-            matches: dict[int, list[dict | None]] = {}
+            pair_texts, pair_entries = self._candidates(stream)
+            tiny_texts, tiny_entries = [], []
             for position in np.flatnonzero((stream.counts > 0) & (stream.counts < self.verify_ngram)).tolist():
-                sample = _Sample(batch_texts[position])
-                entry_index = self._short_texts.get(" ".join(sample.tokens(False)))
+                entry_index = self._short_texts.get(" ".join(tokenize(batch_texts[position])))
                 if entry_index is not None:
-                    matches[position] = [self._verify(sample, entry_index)]
-            for position, entries in self._candidates(stream).items():
-                sample = _Sample(batch_texts[position])
-                matches.setdefault(position, []).extend(self._verify(sample, e) for e in entries)
-            for position, found in matches.items():
-                verified = [m for m in found if m is not None]
-                if verified:
-                    results[batch[position]] = max(verified, key=lambda m: (m["score"], m["longest_span"]))
+                    tiny_texts.append(position)
+                    tiny_entries.append(entry_index)
+            pair_texts = np.concatenate([pair_texts, np.asarray(tiny_texts, dtype=np.int64)])
+            pair_entries = np.concatenate([pair_entries, np.asarray(tiny_entries, dtype=np.int64)])
+            if len(pair_texts) == 0:
+                continue
+            coverage, span, leak = self._verify(stream, pair_texts, pair_entries)
+            for pair in np.flatnonzero(leak).tolist():
+                position, entry = int(pair_texts[pair]), self._entries[int(pair_entries[pair])]
+                match = {"benchmark": entry.benchmark, "benchmark_id": entry.benchmark_id,
+                         "benchmark_field": entry.benchmark_field, "matched_text": entry.text,
+                         "score": round(float(coverage[pair]), 4), "longest_span": int(span[pair])}
+                current = results[batch[position]]
+                if current is None or (match["score"], match["longest_span"]) > (current["score"],
+                                                                                 current["longest_span"]):
+                    results[batch[position]] = match
         return results
 
     def filter(self, records: list[Record], fields: tuple[str, ...] = ("question", "answer")
@@ -453,7 +621,7 @@ class Decontaminator:
         removed : list of dict
             One entry per removed record: ``{"id", "field", "text",
             "benchmark", "benchmark_id", "benchmark_field", "matched_text",
-            "score", "longest_span"}`` (the field with the highest coverage).
+            "score", "longest_span"}`` for its field with the highest coverage.
         """
         texts, owners = [], []
         for index, record in enumerate(records):

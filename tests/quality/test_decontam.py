@@ -1,0 +1,161 @@
+"""Decontamination catches planted benchmark copies and light edits, and leaves textbook text alone."""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+
+import pytest
+
+from synthllm.quality import BenchmarkSpec, Decontaminator, read_jsonl, shared_benchmark_specs, tokenize
+
+
+def clean_questions(n: int, seed: int = 0) -> list[dict]:
+    """Synthetic word problems written for these tests (no benchmark text in them)."""
+    rng = random.Random(seed)
+    names = ["Avery", "Bruno", "Chidi", "Dana", "Emeka", "Farah", "Goran", "Hiro"]
+    things = ["marbles", "stamps", "seashells", "pencils", "stickers", "postcards"]
+    rows = []
+    for i in range(n):
+        name, thing = rng.choice(names), rng.choice(things)
+        a, b, c = rng.randint(3, 90), rng.randint(2, 9), rng.randint(2, 40)
+        rows.append({"id": f"clean-{i}",
+                     "question": f"{name} sorts {a} {thing} into {b} equal boxes and then finds {c} more "
+                                 f"{thing} under the sofa. How many {thing} are there altogether, and how "
+                                 f"many would each box hold if they were shared again?",
+                     "answer": f"There are {a} + {c} = {a + c} {thing}. Shared among {b} boxes that is "
+                               f"{(a + c) / b:.2f} per box. #### {a + c}"})
+    return rows
+
+
+def change_numbers(text: str) -> str:
+    return re.sub(r"\d+", lambda m: str(int(m.group()) + 3), text)
+
+
+def swap_first_sentences(text: str) -> str:
+    sentences = re.split(r"(?<=[.?!])\s+", text.strip())
+    if len(sentences) >= 3:
+        sentences[0], sentences[1] = sentences[1], sentences[0]
+    return " ".join(sentences)
+
+
+def prose_math_problems(shared_data, count: int) -> list[dict]:
+    """MATH test problems that are mostly words (long enough for the n-gram index)."""
+    rows = []
+    for row in read_jsonl(shared_data / "math" / "test.jsonl"):
+        tokens = tokenize(row["problem"])
+        words = sum(len(t) >= 3 and t.isalpha() for t in tokens)
+        if len(tokens) >= 30 and words >= 0.6 * len(tokens) and "$" not in row["problem"][:40]:
+            rows.append(row)
+        if len(rows) == count:
+            break
+    return rows
+
+
+def test_planted_gsm8k_copies_and_edits_are_caught(decontaminator, shared_data):
+    gsm8k = read_jsonl(shared_data / "gsm8k" / "test.jsonl")
+    edits = {"verbatim": lambda t: t, "numbers": change_numbers, "reordered": swap_first_sentences,
+             "sentence_added": lambda t: t + " Give the answer as a whole number and explain each step."}
+    planted = []
+    for i, item in enumerate(gsm8k[:120:6]):
+        for name, edit in edits.items():
+            planted.append({"id": f"leak-{name}-{i}", "question": edit(item["question"]), "answer": "42",
+                            "source_line": gsm8k.index(item)})
+    records = clean_questions(300) + planted
+    random.Random(1).shuffle(records)
+    kept, removed = decontaminator.filter(records)
+    removed_ids = {r["id"] for r in removed}
+    assert all(r["id"].startswith("clean-") for r in kept)
+    assert removed_ids == {r["id"] for r in planted}
+    by_id = {r["id"]: r for r in planted}
+    for entry in removed:
+        assert entry["benchmark"] == "gsm8k" and entry["field"] == "question"
+        assert entry["benchmark_id"] == str(by_id[entry["id"]]["source_line"])
+        assert entry["matched_text"] == gsm8k[by_id[entry["id"]]["source_line"]]["question"]
+        assert entry["score"] >= decontaminator.min_coverage
+
+
+def test_planted_math_problems_and_solutions_are_caught(decontaminator, shared_data):
+    problems = prose_math_problems(shared_data, 10)
+    assert len(problems) == 10
+    planted = []
+    for row in problems:
+        planted.append({"id": f"q-{row['idx']}", "question": "Here is a challenge. " + row["problem"], "answer": "7"})
+        planted.append({"id": f"a-{row['idx']}", "question": "Solve the problem below with care.",
+                        "answer": row["solution"] + " That completes the argument."})
+    records = clean_questions(100) + planted
+    kept, removed = decontaminator.filter(records)
+    assert {r["id"] for r in removed} == {r["id"] for r in planted}
+    for entry in removed:
+        assert entry["benchmark"] == "math" and entry["benchmark_id"] == entry["id"].split("-", 1)[1]
+        assert entry["field"] == ("question" if entry["id"].startswith("q-") else "answer")
+        assert entry["benchmark_field"] == ("problem" if entry["id"].startswith("q-") else "solution")
+    assert len(kept) == 100
+
+
+def test_short_math_problem_copied_verbatim_is_caught(decontaminator, shared_data):
+    short = next(row for row in read_jsonl(shared_data / "math" / "test.jsonl") if len(tokenize(row["problem"])) < 6)
+    _, removed = decontaminator.filter([{"id": 1, "question": short["problem"]}])
+    assert removed and removed[0]["benchmark_id"] == str(short["idx"])
+
+
+def test_openstax_formulas_and_sentences_raise_no_false_hits(decontaminator, shared_data):
+    documents = [json.loads(line)["text"] for line in open(shared_data / "corpus" / "openstax_math.jsonl")]
+    assert len(documents) == 583
+    pieces = [p.strip() for doc in documents for p in re.split(r"\n\s*\n", doc) if p.strip()]
+    sentences = [s for p in pieces for s in re.split(r"(?<=[.?!])\s+", p) if len(s) > 20]
+    records = [{"id": f"p{i}", "question": text} for i, text in enumerate(pieces + sentences)]
+    kept, removed = decontaminator.filter(records, fields=("question",))
+    assert removed == []
+    assert len(kept) == len(records)
+
+
+def test_candidates_exist_but_are_rejected_on_textbook_text(decontaminator, shared_data):
+    from synthllm.quality.decontam import _TokenStream
+
+    documents = [json.loads(line)["text"] for line in open(shared_data / "corpus" / "openstax_math.jsonl")]
+    pair_texts, _ = decontaminator._candidates(_TokenStream(documents))
+    assert len(set(pair_texts.tolist())) > 50  # many documents share some n-gram with a benchmark text
+    assert all(match is None for match in decontaminator.check(documents))
+
+
+def test_custom_benchmark_by_config(tmp_path):
+    bench = tmp_path / "mybench.jsonl"
+    items = [{"uid": "x1", "prompt": "A train leaves the station at noon travelling at 60 miles per hour while a "
+                                     "second train leaves two hours later at 80 miles per hour on the same track."},
+             {"uid": "x2", "prompt": "Compute the number of lattice points strictly inside the triangle with "
+                                     "vertices at the origin, the point on the x axis and the point on the y axis."}]
+    bench.write_text("\n".join(json.dumps(item) for item in items) + "\n")
+    decontaminator = Decontaminator([BenchmarkSpec("mine", bench, ["prompt"], id_field="uid")])
+    records = [{"id": "ok", "question": "How many primes are smaller than one hundred?"},
+               {"id": "leak", "question": "Answer this: " + change_numbers(items[0]["prompt"])}]
+    kept, removed = decontaminator.filter(records, fields=("question",))
+    assert [r["id"] for r in kept] == ["ok"]
+    assert removed[0]["benchmark"] == "mine" and removed[0]["benchmark_id"] == "x1"
+    assert decontaminator.n_items == {"mine": 2}
+
+
+def test_benchmark_errors_name_file_and_line(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"q": "fine"}\n{"q": oops}\n')
+    with pytest.raises(ValueError, match=r"bad.jsonl:2: not valid JSON"):
+        Decontaminator([BenchmarkSpec("bad", bad, ["q"])])
+    missing_field = tmp_path / "nofield.jsonl"
+    missing_field.write_text('{"other": "text"}\n')
+    with pytest.raises(ValueError, match=r"nofield.jsonl:1: no field 'q'"):
+        Decontaminator([BenchmarkSpec("nf", missing_field, ["q"])])
+    with pytest.raises(ValueError, match="no benchmarks"):
+        Decontaminator([])
+
+
+def test_shared_benchmark_specs(shared_data, tmp_path):
+    specs = shared_benchmark_specs(shared_data)
+    assert [(s.name, list(s.text_fields)) for s in specs] == [("gsm8k", ["question", "answer"]),
+                                                             ("math", ["problem", "solution"])]
+    assert shared_benchmark_specs(tmp_path) == []
+
+
+def test_tokenize_keeps_latex_names_and_joins_decimals():
+    assert tokenize(r"Janet’s 1,000 eggs cost $3.50; \frac{x}{2}") == ["janet", "s", "1,000", "eggs", "cost",
+                                                                      "3.50", "frac", "x", "2"]
