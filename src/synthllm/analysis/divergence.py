@@ -129,7 +129,8 @@ def mmd_rbf(first: np.ndarray, second: np.ndarray, *, max_per_side: int = 1000,
     return {"mmd2": observed, "bandwidth": bandwidth, "p_value": p_value, "n_per_side": size}
 
 
-def curation_tv(removed: np.ndarray, kept: np.ndarray, *, seed: int = 0, **options) -> dict:
+def curation_tv(removed: np.ndarray, kept: np.ndarray, *, removed_share: float | None = None,
+                seed: int = 0, **options) -> dict:
     """TV between raw and curated data from a removed-vs-kept classifier test.
 
     Raw data is the mixture ``f·kept + (1−f)·removed`` with ``f`` the kept
@@ -139,7 +140,10 @@ def curation_tv(removed: np.ndarray, kept: np.ndarray, *, seed: int = 0, **optio
     Parameters
     ----------
     removed, kept : ndarray of shape (n_removed, d) and (n_kept, d)
-        Embeddings of all removed and all kept samples (their counts set f).
+        Embeddings of removed and kept samples.
+    removed_share : float, optional
+        Share 1−f of raw samples that curation removed; by default
+        ``n_removed / (n_removed + n_kept)`` (right when the arrays hold all samples).
     seed : int, default=0
         Seed for :func:`classifier_tv`.
     **options
@@ -151,7 +155,7 @@ def curation_tv(removed: np.ndarray, kept: np.ndarray, *, seed: int = 0, **optio
         ``tv`` (raw vs curated), ``tv_low``, ``tv_high``, ``removed_share`` and
         ``removed_vs_kept`` (the classifier result).
     """
-    share = len(removed) / (len(removed) + len(kept))
+    share = len(removed) / (len(removed) + len(kept)) if removed_share is None else removed_share
     test = classifier_tv(removed, kept, seed=seed, **options)
     return {
         "tv": share * test["tv"],

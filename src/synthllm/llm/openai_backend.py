@@ -1,0 +1,554 @@
+"""A backend for any OpenAI-compatible chat-completions server.
+
+vLLM, SGLang, llama.cpp's ``llama-server``, TGI, Ollama and OpenAI itself all
+speak ``POST /v1/chat/completions``. :class:`OpenAIBackend` drives one of them
+with the official ``openai`` async client, many requests in flight, on a
+dedicated event-loop thread, so ``generate`` is an ordinary blocking call
+whether or not the caller's thread runs an event loop.
+
+What happens to each request:
+
+1. *Context check.* With ``context_window`` set, a prompt whose estimated
+   length plus ``max_tokens`` exceeds the window is not sent: it gets a failed
+   response saying so. The estimate is ``ceil(chars / 3) + 4`` tokens per
+   message ``+ 3``; English BPE averages about 4 characters a token, so this
+   errs on the long side. Pass ``token_counter`` for an exact count.
+2. *Rate limits.* ``rpm`` and ``tpm`` are token buckets refilled continuously
+   (``limit / 60`` per second) holding at most one second's worth (at least
+   one request). A request takes one request token and ``estimate +
+   max_tokens`` tokens; the unused part is given back when the server reports
+   its usage. A request larger than the bucket waits for a full bucket and
+   leaves it in debt, so the long-run rate is the limit.
+3. *Concurrency.* At most ``max_concurrency`` requests are in flight. The limit
+   adapts (AIMD): each 429/503 halves it (once per round of requests), each
+   success adds ``1 / limit``, up to ``max_concurrency``.
+4. *Retries.* 429, 408, 409, 5xx, timeouts, connection errors and unreadable
+   bodies (non-JSON, truncated, not a chat completion) are retried up to
+   ``max_retries`` times with exponential backoff and jitter
+   (``backoff_base * 2**attempt``, uniformly between half and all of it,
+   capped at ``max_backoff``); a ``Retry-After``/``retry-after-ms`` header
+   replaces the computed wait (plus up to 10 % jitter, also capped). Other
+   4xx answers fail at once. After the last retry the request gets a failed
+   response with the reason.
+5. *Circuit breaker.* When, within one ``generate`` call, ``breaker_failures``
+   consecutive attempts failed with retryable errors and nothing has
+   succeeded for ``breaker_seconds``, the call cancels its requests and
+   raises :class:`BackendUnavailable`. A 401/403/404 answer (bad key, no such
+   model or endpoint) raises it at once: every other request would fail too.
+
+The API key is read from the environment variable ``api_key_env``; it is
+scrubbed from every error text and log line and never stored on the backend
+object itself (only inside the HTTP client). ``usage`` keeps running totals
+of tokens, requests, retries and (with ``prices``) cost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import logging
+import math
+import os
+import random
+import re
+import threading
+import time
+from collections import deque
+from typing import Callable, Sequence
+
+from .base import ChatRequest, ChatResponse, cut_at_stop
+
+logger = logging.getLogger("synthllm.llm.openai")
+
+#: statuses worth retrying: request timeout, conflict/lock, rate limit, server-side errors
+_RETRYABLE_STATUS = {408, 409, 429}
+#: statuses that mean every request will fail (bad key, no access, wrong model or URL)
+_FATAL_STATUS = {401, 403, 404}
+#: statuses that mean the server is overloaded: the concurrency limit is cut
+_OVERLOAD_STATUS = {429, 503}
+
+
+class BackendUnavailable(RuntimeError):
+    """The server keeps refusing (or rejects the credentials); the run should stop."""
+
+
+def estimate_prompt_tokens(messages: Sequence[dict]) -> int:
+    """Upper-side estimate of a chat prompt's token count without a tokenizer.
+
+    Parameters
+    ----------
+    messages : ``{"role", "content"}`` dicts.
+
+    Returns
+    -------
+    int : ``ceil(chars / 3)`` plus 4 tokens of chat-template overhead per
+        message plus 3 for the assistant prefix.
+    """
+    chars = sum(len(m["content"]) for m in messages)
+    return math.ceil(chars / 3) + 4 * len(messages) + 3
+
+
+def parse_retry_after(headers) -> float | None:
+    """Seconds to wait from ``retry-after-ms`` or ``retry-after`` (seconds or HTTP date); None if absent."""
+    if headers is None:
+        return None
+    millis = headers.get("retry-after-ms")
+    if millis:
+        try:
+            return max(0.0, float(millis) / 1000)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+class _TokenBucket:
+    """Continuously refilled bucket of ``per_minute / 60`` tokens a second, one second deep.
+
+    ``take(n)`` waits until the bucket holds ``min(n, capacity)`` and then
+    removes ``n`` (possibly leaving a debt), so requests larger than the bucket
+    still pass and the long-run rate stays at the limit.
+    """
+
+    def __init__(self, per_minute: float):
+        self.rate = per_minute / 60.0
+        self.capacity = max(1.0, self.rate)
+        self.level = self.capacity
+        self._stamp = time.monotonic()
+        self._lock = asyncio.Lock()  # first come, first served
+
+    def _refill(self) -> None:
+        now = time.monotonic()
+        self.level = min(self.capacity, self.level + (now - self._stamp) * self.rate)
+        self._stamp = now
+
+    async def take(self, amount: float) -> None:
+        async with self._lock:
+            need = min(amount, self.capacity)
+            self._refill()
+            while self.level < need:
+                await asyncio.sleep((need - self.level) / self.rate)
+                self._refill()
+            self.level -= amount
+
+    def give_back(self, amount: float) -> None:
+        self._refill()
+        self.level = min(self.capacity, self.level + amount)
+
+
+class _AdaptiveLimit:
+    """A concurrency gate whose limit follows AIMD (cut in half on overload, +1/limit per success)."""
+
+    def __init__(self, ceiling: int):
+        self.ceiling = ceiling
+        self.limit = float(ceiling)
+        self.in_flight = 0
+        self._waiters: deque[asyncio.Future] = deque()
+        self._last_cut = -math.inf
+
+    async def acquire(self) -> None:
+        if self.in_flight < int(self.limit) and not self._waiters:
+            self.in_flight += 1
+            return
+        future = asyncio.get_running_loop().create_future()
+        self._waiters.append(future)
+        try:
+            await future  # the releaser counted us in already
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled():
+                self.release()  # woken and cancelled at once: hand the slot on
+            else:
+                self._waiters.remove(future)
+            raise
+
+    def release(self) -> None:
+        self.in_flight -= 1
+        self._wake()
+
+    def _wake(self) -> None:
+        while self._waiters and self.in_flight < int(self.limit):
+            future = self._waiters.popleft()
+            if not future.done():
+                self.in_flight += 1
+                future.set_result(None)
+
+    def on_success(self) -> None:
+        if self.limit < self.ceiling:
+            self.limit = min(self.ceiling, self.limit + 1.0 / self.limit)
+            self._wake()
+
+    def on_overload(self, attempt_started: float) -> None:
+        # Requests sent before the last cut report the old overload: cut once per round.
+        if attempt_started > self._last_cut:
+            self.limit = max(1.0, self.limit / 2)
+            self._last_cut = time.monotonic()
+            logger.info("server overloaded: concurrency limit cut to %d", int(self.limit))
+
+
+class _Retryable(Exception):
+    """An attempt failed in a way worth retrying; ``wait`` is the server's Retry-After if any."""
+
+    def __init__(self, reason: str, wait: float | None = None, overload: bool = False):
+        super().__init__(reason)
+        self.reason, self.wait, self.overload = reason, wait, overload
+
+
+class _Final(Exception):
+    """An attempt failed in a way retrying cannot fix; the request fails with ``reason``."""
+
+    def __init__(self, reason: str, prompt_tokens: int = 0):
+        super().__init__(reason)
+        self.reason, self.prompt_tokens = reason, prompt_tokens
+
+
+class _LoopThread:
+    """An event loop running forever in a daemon thread; ``run`` submits a coroutine and waits."""
+
+    def __init__(self, name: str):
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name=name, daemon=True)
+        self.thread.start()
+
+    def run(self, coroutine):
+        future = asyncio.run_coroutine_threadsafe(coroutine, self.loop)
+        try:
+            return future.result()
+        except BaseException:
+            future.cancel()  # e.g. KeyboardInterrupt in the caller: stop the requests too
+            raise
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(30)
+        self.loop.close()
+
+
+class OpenAIBackend:
+    """Chat completions from an OpenAI-compatible server.
+
+    Parameters
+    ----------
+    model : model name sent in each request (and used in cache keys).
+    base_url : server URL ending in ``/v1`` (e.g. ``http://localhost:8000/v1``);
+        None means OpenAI's API.
+    api_key_env : environment variable holding the API key. When it is unset,
+        local servers get the placeholder ``"EMPTY"``; OpenAI's API needs it.
+    max_concurrency : most requests in flight (the adaptive limit's ceiling).
+    rpm, tpm : requests and tokens per minute; None for no limit.
+    timeout : seconds before an attempt is abandoned (and retried).
+    max_retries : retries after the first attempt for retryable failures.
+    context_window : the model's context length in tokens; when set, prompts
+        that cannot fit with ``max_tokens`` are rejected before sending.
+    prices : ``{"prompt": $ per 1M tokens, "completion": $ per 1M tokens}``;
+        adds ``cost`` to :attr:`usage`.
+    batch_size : requests handed over per ``generate`` call by the executor
+        (default ``4 * max_concurrency``, so the tail of a batch is short).
+    token_counter : function from chat messages to prompt tokens, replacing
+        :func:`estimate_prompt_tokens` for the context and ``tpm`` checks.
+    extra_body : extra JSON fields for every request (e.g. vLLM's ``top_k``).
+    backoff_base, max_backoff : retry wait of attempt k is between half and
+        all of ``backoff_base * 2**k`` seconds, at most ``max_backoff``.
+    breaker_failures, breaker_seconds : the circuit breaker's thresholds.
+    """
+
+    def __init__(self, model: str, base_url: str | None = None, api_key_env: str = "OPENAI_API_KEY",
+                 max_concurrency: int = 64, rpm: int | None = None, tpm: int | None = None,
+                 timeout: float = 120, max_retries: int = 8, context_window: int | None = None,
+                 prices: dict | None = None, *, batch_size: int | None = None,
+                 token_counter: Callable[[list[dict]], int] | None = None, extra_body: dict | None = None,
+                 backoff_base: float = 0.5, max_backoff: float = 60.0,
+                 breaker_failures: int = 20, breaker_seconds: float = 60.0):
+        if max_concurrency < 1:
+            raise ValueError(f"max_concurrency must be at least 1, got {max_concurrency}")
+        if prices is not None and not set(prices) <= {"prompt", "completion"}:
+            raise ValueError(f"prices takes the keys 'prompt' and 'completion' ($ per 1M tokens), got {sorted(prices)}")
+        for name, value in (("rpm", rpm), ("tpm", tpm), ("context_window", context_window)):
+            if value is not None and value <= 0:
+                raise ValueError(f"{name} must be positive, got {value}")
+        api_key = os.environ.get(api_key_env)
+        if not api_key:
+            if base_url is None:
+                raise ValueError(f"OpenAI's API needs a key: set the environment variable {api_key_env}")
+            api_key = "EMPTY"  # vLLM, llama.cpp, Ollama... accept any key unless configured otherwise
+        self.model_name = model
+        self.base_url = base_url
+        self.api_key_env = api_key_env
+        self.max_concurrency = max_concurrency
+        self.preferred_batch_size = batch_size or 4 * max_concurrency
+        self.rpm, self.tpm = rpm, tpm
+        self.timeout = timeout
+        self.max_retries = max_retries
+        self.context_window = context_window
+        self.prices = dict(prices) if prices else None
+        self.token_counter = token_counter or estimate_prompt_tokens
+        self.extra_body = dict(extra_body) if extra_body else None
+        self.backoff_base, self.max_backoff = backoff_base, max_backoff
+        self.breaker_failures, self.breaker_seconds = breaker_failures, breaker_seconds
+        # The key only lives in the scrubber and the client; both are hidden from repr.
+        self._scrub = _make_scrubber(api_key if api_key != "EMPTY" else "")
+        self._totals = {"requests": 0, "failed": 0, "retries": 0, "prompt_tokens": 0, "completion_tokens": 0}
+        self._call_lock = threading.Lock()
+        self._loop_thread = _LoopThread(name=f"openai-backend-{model}")
+        self._loop_thread.run(self._setup(api_key))
+
+    async def _setup(self, api_key: str) -> None:
+        import openai
+
+        # The client's own retries are off: this class retries, with its own limits and breaker.
+        http_client = None
+        if self.max_concurrency > 100:
+            import httpx2
+
+            # The client keeps 100 idle connections; beyond that each request would open a new one.
+            limits = httpx2.Limits(max_connections=max(1000, self.max_concurrency),
+                                   max_keepalive_connections=self.max_concurrency)
+            http_client = openai.DefaultAsyncHttpxClient(limits=limits)
+        self._client = openai.AsyncOpenAI(api_key=api_key, base_url=self.base_url, timeout=self.timeout,
+                                          max_retries=0, http_client=http_client)
+        self._gate = _AdaptiveLimit(self.max_concurrency)
+        self._request_bucket = _TokenBucket(self.rpm) if self.rpm else None
+        self._token_bucket = _TokenBucket(self.tpm) if self.tpm else None
+        self._consecutive_failures = 0
+        self._last_success = time.monotonic()
+        self._halted = None
+
+    def __repr__(self) -> str:
+        return (f"OpenAIBackend(model={self.model_name!r}, base_url={self.base_url!r}, "
+                f"api_key_env={self.api_key_env!r}, max_concurrency={self.max_concurrency})")
+
+    @property
+    def usage(self) -> dict:
+        """Running totals: requests, failed, retries, prompt_tokens, completion_tokens (and cost in $ with prices)."""
+        totals = dict(self._totals)
+        if self.prices:
+            totals["cost"] = (totals["prompt_tokens"] * self.prices.get("prompt", 0.0)
+                              + totals["completion_tokens"] * self.prices.get("completion", 0.0)) / 1e6
+        return totals
+
+    @property
+    def concurrency_limit(self) -> int:
+        """The adaptive concurrency limit now (``max_concurrency`` until the server pushes back)."""
+        return int(self._gate.limit)
+
+    def generate(self, requests: Sequence[ChatRequest]) -> list[ChatResponse]:
+        """Answer ``requests`` in order; failed requests get a response with ``error`` set.
+
+        Parameters
+        ----------
+        requests : the batch.
+
+        Returns
+        -------
+        list of ChatResponse, one per request.
+
+        Raises
+        ------
+        BackendUnavailable : the circuit breaker opened or the server rejected the credentials.
+        """
+        if not requests:
+            return []
+        with self._call_lock:  # one batch at a time: the breaker state belongs to the call
+            return self._loop_thread.run(self._generate_all(list(requests)))
+
+    async def _generate_all(self, requests: list[ChatRequest]) -> list[ChatResponse]:
+        # The breaker window starts with the call: a new call gets a fresh chance (half-open).
+        self._last_success = max(self._last_success, time.monotonic())
+        self._halted = None
+        tasks = [asyncio.ensure_future(self._answer(request)) for request in requests]
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        finally:
+            # Early end (BackendUnavailable) or the caller gave up (Ctrl-C): nothing may keep sending.
+            pending = [task for task in tasks if not task.done()]
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        failures = [task.exception() for task in tasks if task.done() and not task.cancelled()]
+        if self._halted is not None:
+            raise self._halted
+        for failure in failures:
+            if failure is not None:  # a bug, not a failed request: let it surface
+                raise failure
+        return [task.result() for task in tasks]
+
+    def _payload(self, request: ChatRequest) -> dict:
+        sampling = request.sampling
+        payload = {
+            "model": self.model_name,
+            "messages": request.message_dicts(),
+            "max_tokens": sampling.max_tokens,
+            "temperature": sampling.temperature,
+            "top_p": sampling.top_p,
+            # distinct, reproducible seeds per sample; kept below 2**31 for servers with 32-bit seeds
+            "seed": (sampling.seed * 1_000_003 + request.sample_index) % 2**31,
+        }
+        if sampling.stop:
+            payload["stop"] = list(sampling.stop)
+        if self.extra_body:
+            payload["extra_body"] = self.extra_body
+        return payload
+
+    async def _answer(self, request: ChatRequest) -> ChatResponse:
+        messages = request.message_dicts()
+        estimate = self.token_counter(messages)
+        max_tokens = request.sampling.max_tokens
+        if self.context_window is not None and estimate + max_tokens > self.context_window:
+            return self._failed(f"prompt of ~{estimate} tokens (estimated) plus max_tokens {max_tokens} exceeds "
+                                f"the context window of {self.context_window}; not sent", estimate)
+        payload = self._payload(request)
+        reason = "no attempt made"
+        for attempt in range(self.max_retries + 1):
+            if attempt:
+                self._totals["retries"] += 1
+            if self._request_bucket is not None:
+                await self._request_bucket.take(1)
+            if self._token_bucket is not None:
+                await self._token_bucket.take(estimate + max_tokens)
+            await self._gate.acquire()
+            if self._halted is not None:  # another request opened the breaker while this one waited
+                self._gate.release()
+                raise self._halted
+            started = time.monotonic()
+            try:
+                response = await self._attempt(payload)
+            except _Retryable as failure:
+                self._gate.release()
+                failure.reason = reason = self._scrub(failure.reason)  # before it reaches any log line
+                if self._token_bucket is not None:
+                    self._token_bucket.give_back(estimate + max_tokens)  # nothing was generated
+                self._on_retryable(failure, started)
+                if attempt < self.max_retries:
+                    await asyncio.sleep(self._wait(attempt, failure.wait))
+                continue
+            except _Final as failure:
+                self._gate.release()
+                return self._failed(failure.reason, failure.prompt_tokens)
+            except BaseException:
+                self._gate.release()
+                raise
+            self._gate.release()
+            self._on_success()
+            if self._token_bucket is not None:
+                used = response.prompt_tokens + response.completion_tokens
+                self._token_bucket.give_back(max(0, estimate + max_tokens - used))
+            self._totals["requests"] += 1
+            self._totals["prompt_tokens"] += response.prompt_tokens
+            self._totals["completion_tokens"] += response.completion_tokens
+            if request.sampling.stop:  # servers that ignore `stop` still give the same reply text
+                response.text, _ = cut_at_stop(response.text, request.sampling.stop)
+            return response
+        logger.warning("request failed after %d attempts: %s", self.max_retries + 1, reason)
+        return self._failed(f"gave up after {self.max_retries + 1} attempts; last error: {reason}", 0)
+
+    def _failed(self, reason: str, prompt_tokens: int) -> ChatResponse:
+        self._totals["requests"] += 1
+        self._totals["failed"] += 1
+        return ChatResponse(None, prompt_tokens=prompt_tokens, finish_reason="error", error=self._scrub(reason))
+
+    def _wait(self, attempt: int, retry_after: float | None) -> float:
+        if retry_after is not None:
+            # up to 10 % later, so requests told the same instant do not all return at once
+            return min(retry_after * random.uniform(1.0, 1.1), self.max_backoff)
+        ceiling = min(self.max_backoff, self.backoff_base * 2 ** attempt)
+        return random.uniform(ceiling / 2, ceiling)
+
+    def _on_success(self) -> None:
+        self._consecutive_failures = 0
+        self._last_success = time.monotonic()
+        self._gate.on_success()
+
+    def _on_retryable(self, failure: _Retryable, started: float) -> None:
+        if failure.overload:
+            self._gate.on_overload(started)
+        self._consecutive_failures += 1
+        silent_for = time.monotonic() - self._last_success
+        logger.info("retryable failure (%d in a row): %s", self._consecutive_failures, failure.reason)
+        if self._consecutive_failures >= self.breaker_failures and silent_for >= self.breaker_seconds:
+            raise self._halt(f"{self.base_url or 'OpenAI API'} failed {self._consecutive_failures} attempts in a "
+                             f"row with no success for {silent_for:.0f} s (last error: {failure.reason}); "
+                             "stopping the run")
+
+    def _halt(self, message: str) -> BackendUnavailable:
+        """Remember that this call must stop, so queued requests are not sent; return the exception."""
+        self._halted = BackendUnavailable(self._scrub(message))
+        logger.warning("%s", self._halted)
+        return self._halted
+
+    async def _attempt(self, payload: dict) -> ChatResponse:
+        """One HTTP attempt; raises _Retryable, _Final or BackendUnavailable, else returns the response."""
+        import openai
+
+        try:
+            completion = await self._client.chat.completions.create(**payload)
+        except openai.APIStatusError as exc:
+            status = exc.status_code
+            # the client's message starts "Error code: 429 - "; the status is said once
+            detail = re.sub(r"^Error code: \d+ - ", "", str(exc.message))
+            message = self._scrub(f"HTTP {status}: {detail}")
+            if status in _FATAL_STATUS:
+                hint = f" (check ${self.api_key_env})" if status in (401, 403) else " (check base_url and model)"
+                raise self._halt(f"{self.base_url or 'OpenAI API'} refused the request, {message}{hint}")
+            if status in _RETRYABLE_STATUS or status >= 500:
+                raise _Retryable(message, parse_retry_after(exc.response.headers), status in _OVERLOAD_STATUS)
+            raise _Final(message)
+        except openai.APITimeoutError:
+            raise _Retryable(f"no answer within the {self.timeout:g} s timeout") from None
+        except openai.APIConnectionError as exc:
+            cause = f" ({type(exc.__cause__).__name__}: {exc.__cause__})" if exc.__cause__ else ""
+            raise _Retryable(self._scrub(f"connection error{cause}")) from None
+        except ValueError as exc:  # JSON decoding of a body that claims to be JSON
+            raise _Retryable(f"unreadable response body ({type(exc).__name__}: {str(exc)[:200]})") from None
+        return self._to_response(completion)
+
+    def _to_response(self, completion) -> ChatResponse:
+        choices = getattr(completion, "choices", None)
+        if not choices:
+            shown = completion if isinstance(completion, str) else type(completion).__name__
+            raise _Retryable(f"response is not a chat completion: {str(shown)[:200]!r}")
+        choice = choices[0]
+        usage = getattr(completion, "usage", None)
+        prompt_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
+        completion_tokens = int(getattr(usage, "completion_tokens", 0) or 0)
+        message = getattr(choice, "message", None)
+        text = getattr(message, "content", None)
+        finish = getattr(choice, "finish_reason", None) or "stop"
+        if finish == "content_filter":
+            raise _Final("the server's content filter blocked the reply", prompt_tokens)
+        if not isinstance(text, str):
+            raise _Final(f"chat completion without message text (finish_reason={finish!r})", prompt_tokens)
+        return ChatResponse(text, prompt_tokens, completion_tokens, "length" if finish == "length" else "stop")
+
+    def close(self) -> None:
+        """Close the HTTP client and stop the event-loop thread."""
+        if self._loop_thread is None:
+            return
+        self._loop_thread.run(self._client.close())
+        self._loop_thread.close()
+        self._loop_thread = None
+
+    def __enter__(self) -> "OpenAIBackend":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _make_scrubber(secret: str) -> Callable[[str], str]:
+    """A function that replaces ``secret`` by ``***`` in a text (a no-op without a real key)."""
+    if len(secret) < 4:  # an empty or toy key: replacing it would mangle ordinary words
+        return lambda text: text
+
+    def scrub(text: str) -> str:
+        return text.replace(secret, "***")
+
+    return scrub
