@@ -90,7 +90,7 @@ def respond(messages: list[dict]) -> str:
         return "It is a clear text.\nRating: 2" if off_topic else "Clear worked examples.\nRating: 8"
     if "describe what a student learns" in user:
         return concepts_reply(_document(user))
-    if "Orig_tag" in user:
+    if "exam questions about the document above" in user:
         return level1_reply(_document(user))
     if "Reference 1:" in user:
         return combined_reply(user.split("grouped by topic:")[1].split("Task:")[0], "L3")

@@ -124,3 +124,20 @@ def test_level_normalisation():
     assert normalise_level("Middle School") == "middle_school"
     assert normalise_level("unknown") is None
     assert split_question_blocks("") == []
+
+
+def test_repeated_topics_are_merged():
+    text = ("<key_concept>\n1. Linear equation\n1.1. Slope\n1.2. Intercept\n2. Linear equation\n2.1. Slope\n"
+            "2.2. Solution set\n3. Graphs\n3.1. Axis\n")
+    parsed = parse_concepts(text)
+    assert parsed["topics"] == [{"topic": "Linear equation", "concepts": ["Slope", "Intercept", "Solution set"]},
+                                {"topic": "Graphs", "concepts": ["Axis"]}]
+
+
+def test_templates_with_a_worked_example_render_a_prior_exchange():
+    from synthllm.prompts import load_template
+
+    messages = load_template("concepts").render(document="Fractions are parts of a whole.")
+    assert [m["role"] for m in messages] == ["system", "user", "assistant", "user"]
+    assert "<key_concept>" in messages[2]["content"] and "Fractions are parts" in messages[3]["content"]
+    assert "{{" not in "".join(m["content"] for m in messages)

@@ -43,7 +43,7 @@ def test_end_to_end_dataset_has_all_levels_and_counts_reconcile(tmp_path):
     for row in table:
         assert row["messages"] == [{"role": "user", "content": row["question"]},
                                    {"role": "assistant", "content": row["answer"]}]
-        assert row["model"] == "scripted" and row["prompt_version"] == "v2" and row["seed"] == 0
+        assert row["model"] == "scripted" and row["prompt_version"] == "v3" and row["seed"] == 0
         if row["level"] == 3:
             assert len(row["walk"]) >= 4 and len(row["source_doc_ids"]) == 2
         else:
@@ -53,7 +53,7 @@ def test_end_to_end_dataset_has_all_levels_and_counts_reconcile(tmp_path):
     stages = manifest["stages"]
     assert stages["answers"]["in"] == sum(stages[s]["out"] for s in ("level1", "level2", "level3"))
     assert backend.calls == sum(stages[s]["model_calls"] for s in ("concepts", "level1", "level2", "level3", "answers"))
-    assert manifest["versions"]["prompts"]["level1"] == "v2"
+    assert manifest["versions"]["prompts"]["level1"] == "v3"
     assert (tmp_path / "run" / "graph" / "coverage.json").exists()
 
 
@@ -110,7 +110,7 @@ def test_interrupted_run_resumes_to_the_same_dataset_without_repeating_calls(tmp
 def flaky(messages):
     """Breaks some replies on purpose: a server error, unparsable text, the unsuitable sentinel."""
     user = messages[-1]["content"]
-    if "Orig_tag" in user and "whole numbers" in user.lower():
+    if "exam questions about the document" in user and "whole numbers" in user.lower():
         return "NOT_SUITABLE_FOR_QUESTIONS"
     if "describe what a student learns" in user and "fraction" in user.lower():
         return "I cannot do that."
@@ -266,7 +266,7 @@ def test_a_planted_benchmark_question_is_decontaminated_and_reported(tmp_path, s
 
     def leaky(messages):
         reply = respond(messages)
-        if "Orig_tag" in messages[-1]["content"] and "whole numbers" in messages[-1]["content"].lower():
+        if "exam questions about the document" in messages[-1]["content"] and "whole numbers" in messages[-1]["content"].lower():
             reply += f"\n<Q9>\nQuestion: {leak}\nOrig_tag:<newly_created>\nLevel:<elementary>\n</Q9>"
         return reply
 

@@ -2,10 +2,10 @@
 
 A :class:`ConceptGraphBuilder` collects, for each document, the set of nodes
 (topics and key concepts, in separate namespaces) that occur in it: a row of
-the document × node incidence matrix ``A``. Co-occurrence counts are
-``C = Aᵀ A``: ``C[u, v]`` is the number of documents holding both ``u`` and
-``v`` and the diagonal is each node's document frequency. Counting is one
-sparse matrix product per shard; shard builders combine with :meth:`merge`,
+the document × node incidence matrix ``A``. Co-occurrence counts are the
+off-diagonal part of ``Aᵀ A``: ``C[u, v]`` is the number of documents holding
+both ``u`` and ``v``. Counting enumerates each document's node pairs
+(vectorised per document size) once per shard; shard builders combine with :meth:`merge`,
 which sums their partial counts, so a build can run as one builder per worker
 followed by a reduce.
 """
@@ -13,6 +13,7 @@ followed by a reduce.
 from __future__ import annotations
 
 import json
+import operator
 from array import array
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -246,14 +247,7 @@ class ConceptGraphBuilder:
         """
         if len(topic_indptr) != len(doc_ids) + 1 or len(concept_indptr) != len(doc_ids) + 1:
             raise ValueError("topic_indptr and concept_indptr need len(doc_ids) + 1 entries")
-        lookups = []
-        for kind, names in ((TOPIC, topic_names), (CONCEPT, concept_names)):
-            local = np.full(len(names), -1, dtype=np.int64)
-            for position, name in enumerate(names):
-                canonical = canonicalize(name)
-                if canonical:
-                    local[position] = self._node(kind, canonical)
-            lookups.append(local)
+        lookups = [self._vocabulary_ids(TOPIC, topic_names), self._vocabulary_ids(CONCEPT, concept_names)]
         rows = _encoded_rows(len(doc_ids), self.n_nodes,
                              (np.asarray(topic_indptr), lookups[TOPIC][np.asarray(topic_indices)]),
                              (np.asarray(concept_indptr), lookups[CONCEPT][np.asarray(concept_indices)]))
@@ -261,6 +255,16 @@ class ConceptGraphBuilder:
         self._indices.frombytes(rows.indices.astype(np.int32).tobytes())
         self._indptr.frombytes((rows.indptr[1:].astype(np.int64) + offset).tobytes())
         self._doc_ids.extend(map(str, doc_ids))
+
+    def _vocabulary_ids(self, kind: int, names: Sequence[str]) -> np.ndarray:
+        """Local node ids of a vocabulary's names (canonicalised; ``-1`` for empty names)."""
+        canonical = [canonicalize(name) for name in names]
+        ids = self._node_ids[kind]
+        new_names = [name for name in dict.fromkeys(canonical) if name and name not in ids]
+        ids.update(zip(new_names, range(self.n_nodes, self.n_nodes + len(new_names))))
+        self._node_name.extend(new_names)
+        self._node_kind.extend([kind] * len(new_names))
+        return np.fromiter((ids.get(name, -1) for name in canonical), dtype=np.int64, count=len(canonical))
 
     def incidence(self) -> sparse.csr_matrix:
         """The binary document × node incidence matrix in this builder's local node ids.
@@ -284,16 +288,17 @@ class ConceptGraphBuilder:
         Returns
         -------
         scipy.sparse.csr_matrix of int32, shape (n_nodes, n_nodes)
-            Symmetric; the diagonal holds document frequencies.
+            Symmetric, zero diagonal.
         """
-        incidence = self.incidence()
-        if self._counts is None:
-            self._counts = sparse.csr_matrix((self.n_nodes, self.n_nodes), dtype=np.int32)
-        self._counts.resize((self.n_nodes, self.n_nodes))
-        if self._counted_docs < self.n_documents:
-            pending = incidence[self._counted_docs:]
-            self._counts = (self._counts + _cooccurrence(pending)).tocsr()
+        if self._counted_docs < self.n_documents or self._counts is None:
+            pending = _cooccurrence(self.incidence()[self._counted_docs:])
+            if self._counts is None:
+                self._counts = pending
+            else:
+                self._counts.resize(pending.shape)
+                self._counts = (self._counts + pending).tocsr()
             self._counted_docs = self.n_documents
+        self._counts.resize((self.n_nodes, self.n_nodes))
         return self._counts
 
     def merge(self, other: ConceptGraphBuilder) -> None:
@@ -353,7 +358,11 @@ class ConceptGraphBuilder:
             When a document id occurs twice.
         """
         doc_ids = np.array(self._doc_ids, dtype=object)
-        doc_order = np.argsort(doc_ids.astype(str), kind="stable")
+        identity_order = all(map(operator.lt, self._doc_ids, self._doc_ids[1:]))
+        if identity_order:  # already in order (e.g. one sorted shard)
+            doc_order = np.arange(len(doc_ids))
+        else:
+            doc_order = np.argsort(doc_ids.astype(str), kind="stable")
         sorted_ids = doc_ids[doc_order]
         duplicated = np.nonzero(sorted_ids[1:] == sorted_ids[:-1])[0]
         if len(duplicated):
@@ -372,37 +381,37 @@ class ConceptGraphBuilder:
                 synonyms[key] = merged
                 for variant, representative in merged.items():
                     local_target[self._node_ids[kind][variant]] = self._node_ids[kind][representative]
-        kept = np.unique(local_target[np.unique(incidence.indices)]) if incidence.nnz else np.array([], int)
+        present = np.zeros(self.n_nodes, dtype=bool)
+        present[local_target[incidence.indices]] = True
+        kept = np.nonzero(present)[0]
         # final order: topics by name, then key concepts by name
         kept = kept[np.lexsort((np.array([names[i] for i in kept], dtype=object).astype(str), node_kind[kept]))]
         final_of_local = np.full(self.n_nodes, -1, dtype=np.int64)
         final_of_local[kept] = np.arange(len(kept))
         final_of_local = final_of_local[local_target]
         n_nodes = len(kept)
-        moved = incidence[doc_order]
+        moved = incidence if identity_order else incidence[doc_order]
         final_incidence = sparse.csr_matrix((np.ones(moved.nnz, dtype=np.int32),
-                                             final_of_local[moved.indices], moved.indptr),
+                                             final_of_local[moved.indices].astype(np.int32), moved.indptr),
                                             shape=(len(doc_order), n_nodes))
-        final_incidence.sum_duplicates()
+        final_incidence.sum_duplicates()  # sorts each row; merges synonyms that met in one document
         final_incidence.data[:] = 1
-        if synonym_threshold is not None and any(synonyms.values()):
-            counts = _cooccurrence(final_incidence)  # merged nodes: recount, counts are not additive
+        merged_any = any(synonyms.values())
+        if merged_any or self._counted_docs == 0:
+            # nothing counted yet, or merged nodes (whose counts are not additive): count now
+            counts = _cooccurrence(final_incidence)
         else:
             local_counts = self.partial_counts().tocoo()
             counts = sparse.csr_matrix((local_counts.data, (final_of_local[local_counts.row],
                                                             final_of_local[local_counts.col])),
                                        shape=(n_nodes, n_nodes))
-        document_frequency = counts.diagonal().astype(np.int64)
-        entries = counts.tocoo()
-        off_diagonal = entries.row != entries.col
-        counts = sparse.csr_matrix((entries.data[off_diagonal].astype(np.int32),
-                                    (entries.row[off_diagonal], entries.col[off_diagonal])), shape=(n_nodes, n_nodes))
         counts.sort_indices()
+        document_frequency = np.bincount(final_incidence.indices, minlength=n_nodes).astype(np.int64)
         n_topics = int(np.count_nonzero(node_kind[kept] == TOPIC))
         return ConceptGraph(
             topic_names=[names[i] for i in kept[:n_topics]],
             concept_names=[names[i] for i in kept[n_topics:]],
-            doc_ids=[str(doc_id) for doc_id in sorted_ids],
+            doc_ids=sorted_ids.tolist(),
             counts=counts,
             incidence=final_incidence,
             document_frequency=document_frequency,
@@ -412,9 +421,34 @@ class ConceptGraphBuilder:
 
 
 def _cooccurrence(incidence: sparse.csr_matrix) -> sparse.csr_matrix:
-    """``Aᵀ A`` for a binary incidence matrix: pair counts, document frequencies on the diagonal."""
-    binary = incidence.astype(np.int32)
-    return (binary.T.tocsr() @ binary).tocsr()
+    """Symmetric pair counts (zero diagonal, sorted indices) of a binary incidence matrix.
+
+    Equal to ``Aᵀ A`` without its diagonal, computed by enumerating each
+    document's node pairs (grouped by document size, so it is vectorised),
+    sorting the pair keys and counting runs: faster than the sparse product
+    when documents hold few nodes.
+    """
+    if not incidence.has_sorted_indices:
+        incidence = incidence.copy()
+        incidence.sort_indices()
+    n_nodes = incidence.shape[1]
+    indptr, indices = incidence.indptr, incidence.indices.astype(np.int64)
+    sizes = np.diff(indptr)
+    keys = [np.zeros(0, dtype=np.int64)]
+    for size in np.unique(sizes[sizes >= 2]):
+        documents = np.nonzero(sizes == size)[0]
+        nodes = indices[indptr[documents][:, None] + np.arange(size)]
+        first, second = np.triu_indices(size, 1)
+        keys.append((nodes[:, first] * n_nodes + nodes[:, second]).ravel())  # first < second: rows are sorted
+    pair_keys = np.concatenate(keys)
+    pair_keys.sort()
+    run_starts = np.flatnonzero(np.concatenate(([True], pair_keys[1:] != pair_keys[:-1])))
+    unique_keys = pair_keys[run_starts]
+    counts = np.diff(np.append(run_starts, len(pair_keys))).astype(np.int32)
+    rows, columns = np.divmod(unique_keys, n_nodes)
+    upper_indptr = np.concatenate(([0], np.cumsum(np.bincount(rows, minlength=n_nodes))))
+    upper = sparse.csr_matrix((counts, columns.astype(np.int32), upper_indptr), shape=(n_nodes, n_nodes))
+    return (upper + upper.T.tocsr()).tocsr()
 
 
 def _encoded_rows(n_docs: int, n_nodes: int, *parts: tuple[np.ndarray, np.ndarray]) -> sparse.csr_matrix:

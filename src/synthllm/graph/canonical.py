@@ -11,8 +11,8 @@ spelling variants that carry no meaning (ours, see docs/graph.md):
   commands (``\\,`` ``\\;`` ``\\!`` ``\\quad`` ``~``) are removed, and so is
   whitespace except between a command name and a following letter
   (``\\sin x`` keeps its space, ``x ^ 2`` becomes ``x^2``);
-- simple plurals: the last word and each word right before "of" are put in the
-  singular by suffix rules (``-ies``, ``-ches``, ``-s``...) with a list of
+- simple plurals: the head noun (the word before the first "of", otherwise the
+  last word) is put in the singular by suffix rules (``-ies``, ``-ches``, ``-s``...) with a list of
   irregular forms and of words that only look plural ("series", "physics").
 
 :func:`merge_near_synonyms` goes further with sentence embeddings: names whose
@@ -39,6 +39,7 @@ _SEPARATORS = re.compile(r"[-‐‑‒–—_/]+")
 _POSSESSIVE = re.compile(r"(?<=\w)['’]s\b")
 _PUNCTUATION = re.compile(r"[^\w\s$\\^+*=<>|.]|(?<!\d)\.|\.(?!\d)")
 _WHITESPACE = re.compile(r"\s+")
+_PLAIN = re.compile(r"[a-z0-9]+(?: [a-z0-9]+)*")
 
 _IRREGULAR_SINGULARS = {
     "matrices": "matrix", "vertices": "vertex", "indices": "index", "appendices": "appendix",
@@ -60,7 +61,6 @@ _NOT_PLURAL = {
     "logistics", "acoustics", "combinatorics", "topics", "whereas", "thus", "plus", "minus",
     "versus", "less", "cos", "sinus", "gauss", "stokes", "maxwells", "bayes", "jones", "lagranges",
 }
-_BEFORE_OF = {"of"}
 
 
 def _singular(word: str) -> str:
@@ -89,11 +89,19 @@ def _canonical_text(text: str) -> str:
     text = _POSSESSIVE.sub("", text)
     text = _SEPARATORS.sub(" ", text)
     text = _PUNCTUATION.sub("", text)
-    words = text.split()
-    for position, word in enumerate(words):
-        is_last = position == len(words) - 1
-        if is_last or words[position + 1] in _BEFORE_OF:
-            words[position] = _singular(word)
+    return _singular_heads(text.split())
+
+
+def _singular_heads(words: list[str]) -> str:
+    """Join words with the head noun put in the singular.
+
+    The head is the word before the first "of" ("systems of equations" →
+    "system of equations"), otherwise the last word ("prime numbers").
+    """
+    if not words:
+        return ""
+    head = words.index("of", 1) - 1 if "of" in words[1:] else len(words) - 1
+    words[head] = _singular(words[head])
     return " ".join(words)
 
 
@@ -122,6 +130,11 @@ def canonicalize(name: str) -> str:
     >>> canonicalize("Roots of $x ^ 2 \\\\, + 1$")
     'root of $x^2+1$'
     """
+    if _PLAIN.fullmatch(name):  # the common case: nothing to fold but plurals
+        last_word = name[name.rfind(" ") + 1:]
+        if " of " not in name and last_word[-1] != "s" and last_word not in _IRREGULAR_SINGULARS:
+            return name  # already canonical: no head noun that could be plural
+        return _singular_heads(name.split(" "))
     text = unicodedata.normalize("NFKC", name)
     pieces = []
     for index, piece in enumerate(_MATH_SEGMENT.split(text)):

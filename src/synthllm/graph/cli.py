@@ -107,7 +107,8 @@ def walk(
     seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same walks.")] = 0,
     epochs: Annotated[int, typer.Option(help="Walks started from every topic (the paper ran 5).")] = 5,
     max_walks: Annotated[Optional[int], typer.Option(help="Keep at most this many walks (seeded subset).")] = None,
-    novelty: Annotated[float, typer.Option(help="Bias toward concepts earlier epochs used less (0 = off).")] = 0.0,
+    novelty: Annotated[float, typer.Option(
+        help="Bias toward topics and concepts that earlier epochs used less (0 = off).")] = 0.0,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="JSONL file to write (default: stdout).")] = None,
     coverage: Annotated[bool, typer.Option(help="Print a coverage summary to stderr.")] = False,
 ) -> None:

@@ -126,6 +126,11 @@ class ConceptGraph:
         result.sort_indices()
         return result
 
+    @cached_property
+    def walk_blocks(self) -> tuple[sparse.csr_matrix, sparse.csr_matrix, sparse.csr_matrix]:
+        """The topic–topic, topic–concept and concept–concept count blocks (cached)."""
+        return self.block("topic", "topic"), self.block("topic", "concept"), self.block("concept", "concept")
+
     def edge_counts(self) -> dict[str, int]:
         """Number of undirected edges per type.
 
@@ -134,11 +139,9 @@ class ConceptGraph:
         dict
             ``{"topic-topic": int, "topic-concept": int, "concept-concept": int}``.
         """
-        return {
-            "topic-topic": self.block("topic", "topic").nnz // 2,
-            "topic-concept": self.block("topic", "concept").nnz,
-            "concept-concept": self.block("concept", "concept").nnz // 2,
-        }
+        topic_topic, topic_concept, concept_concept = self.walk_blocks
+        return {"topic-topic": topic_topic.nnz // 2, "topic-concept": topic_concept.nnz,
+                "concept-concept": concept_concept.nnz // 2}
 
     def components(self) -> tuple[int, np.ndarray]:
         """Connected components of the whole graph (isolated nodes count as components).
@@ -170,7 +173,7 @@ class ConceptGraph:
             if not len(values):
                 return {"min": 0, "median": 0, "mean": 0, "p99": 0, "max": 0}
             return {"min": int(values.min()), "median": float(np.median(values)),
-                    "mean": round(float(values.mean()), 3), "p99": float(np.percentile(values, 99)),
+                    "mean": round(float(values.mean()), 2), "p99": round(float(np.percentile(values, 99)), 2),
                     "max": int(values.max())}
 
         def most_frequent(offset: int, names: list[str]) -> list[dict[str, Any]]:

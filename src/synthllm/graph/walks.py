@@ -24,7 +24,7 @@ Epoch ``e`` starts one walk from every topic: walk index ``e * n_topics + t``
 starts at topic ``t``. Every random number a walk uses is a pure function of
 ``(seed, walk index, slot)`` (a counter-addressed SplitMix64 stream), so a walk
 is the same whatever the batch size, the number of epochs or ``max_walks``.
-Sampling is CSR cumulative sums + ``searchsorted``; a draw that lands on a
+Sampling is CSR cumulative sums + ``searchsorted`` (on sorted targets); a draw that lands on a
 visited node is redrawn exactly among the unvisited ones by skipping the
 visited nodes' mass (rejection then exact fallback, which keeps the
 conditional distribution exact).
@@ -37,6 +37,7 @@ one epoch stay independent, so results still do not depend on the batch size.
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,6 +52,8 @@ _N_SLOTS = 16  # uniforms per walk: 2 step counts + 7 steps x (first draw, exact
 _GAMMA = np.uint64(0x9E3779B97F4A7C15)
 _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
 _MIX2 = np.uint64(0x94D049BB133111EB)
+# unbiased transition tables per graph, reused by later calls on the same graph
+_TABLE_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 @dataclass
@@ -126,20 +129,46 @@ class WalkArrays:
         return walks
 
 
+def _row_search(sorted_values: np.ndarray, start: np.ndarray, end: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """For each row, the last position ``k`` in ``[start, end)`` with ``sorted_values[k] <= target``.
+
+    A binary search confined to each row's own range (for arrays sorted only
+    within rows, like CSR column indices), run for all rows at once. Clamped to
+    ``start`` when every value of the row exceeds the target. Rows must be
+    non-empty.
+    """
+    low, high = start.copy(), end - 1
+    rounds = int(np.ceil(np.log2(max(int((end - start).max(initial=1)), 1)))) + 1
+    for _ in range(rounds):
+        middle = (low + high + 1) >> 1
+        right = sorted_values[middle] <= target
+        low = np.where(right, middle, low)
+        high = np.where(right, high, middle - 1)
+    return low
+
+
+def _cdf_search(cumulative: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Entry ``k`` with ``cumulative[k] <= target < cumulative[k + 1]`` for each target.
+
+    The targets are sorted first: ``searchsorted`` over ascending keys walks
+    memory in order, about twice as fast as random keys on large graphs.
+    """
+    order = np.argsort(target)
+    position = np.empty(len(target), dtype=np.int64)
+    position[order] = np.searchsorted(cumulative, target[order], side="right") - 1
+    return position
+
+
 class _Transitions:
     """One edge type as CSR with cumulative weights, for inverse-CDF sampling."""
 
     def __init__(self, counts: sparse.csr_matrix, column_factor: np.ndarray | None = None) -> None:
         self.indptr = counts.indptr.astype(np.int64)
-        self.indices = counts.indices.astype(np.int64)
-        self.n_columns = counts.shape[1]
+        self.indices = counts.indices
         weights = counts.data.astype(np.float64)
         if column_factor is not None:
             weights = weights * column_factor[self.indices]
         self.cumulative = np.concatenate(([0.0], np.cumsum(weights)))
-        rows = np.repeat(np.arange(counts.shape[0], dtype=np.int64), np.diff(self.indptr))
-        # increasing key of every entry, to find a (row, column) entry with one searchsorted
-        self.entry_key = rows * self.n_columns + self.indices
 
     def step(self, rows: np.ndarray, first: np.ndarray, redraw: np.ndarray,
              visited: np.ndarray | None) -> np.ndarray:
@@ -155,18 +184,18 @@ class _Transitions:
         visited : ndarray of int64, shape (n, m), optional
             Visited nodes in this edge type's column space (``-1`` = none).
         """
+        chosen = np.full(len(rows), -1, dtype=np.int64)
+        live = np.nonzero(self.indptr[rows + 1] > self.indptr[rows])[0]
+        rows = rows[live]
         start, end = self.indptr[rows], self.indptr[rows + 1]
         base = self.cumulative[start]
-        total = self.cumulative[end] - base
-        has_edges = end > start
-        position = np.searchsorted(self.cumulative, base + first * total, side="right") - 1
-        position = np.clip(position, start, np.maximum(end - 1, start))
-        chosen = np.where(has_edges, self.indices[np.minimum(position, len(self.indices) - 1)], -1)
-        if visited is None or visited.shape[1] == 0 or not len(rows):
+        target = base + first[live] * (self.cumulative[end] - base)
+        chosen[live] = self.indices[np.clip(_cdf_search(self.cumulative, target), start, end - 1)]
+        if visited is None or visited.shape[1] == 0 or not len(live):
             return chosen
-        hit = has_edges & (chosen[:, None] == visited).any(axis=1)
+        hit = (chosen[live, None] == visited[live]).any(axis=1)
         if hit.any():
-            chosen[hit] = self._exact(rows[hit], redraw[hit], visited[hit])
+            chosen[live[hit]] = self._exact(rows[hit], redraw[live[hit]], visited[live[hit]])
         return chosen
 
     def _exact(self, rows: np.ndarray, uniform: np.ndarray, visited: np.ndarray) -> np.ndarray:
@@ -174,9 +203,11 @@ class _Transitions:
         start, end = self.indptr[rows], self.indptr[rows + 1]
         base = self.cumulative[start]
         total = self.cumulative[end] - base
-        key = rows[:, None] * self.n_columns + visited
-        entry = np.minimum(np.searchsorted(self.entry_key, key), len(self.entry_key) - 1)
-        present = (visited >= 0) & (self.entry_key[entry] == key)
+        n_visited = visited.shape[1]
+        # where each visited node sits in the row (column indices are sorted within a row)
+        entry = _row_search(self.indices, np.repeat(start, n_visited), np.repeat(end, n_visited),
+                            visited.ravel()).reshape(visited.shape)
+        present = (visited >= 0) & (self.indices[entry] == visited)
         mass = np.where(present, self.cumulative[entry + 1] - self.cumulative[entry], 0.0)
         available = total - mass.sum(axis=1)
         # visited entries in increasing position; absent ones sort last and never shift
@@ -185,12 +216,11 @@ class _Transitions:
         present_sorted = np.take_along_axis(present, order, axis=1)
         mass_sorted = np.take_along_axis(mass, order, axis=1)
         target = base + uniform * available
-        for column in range(visited.shape[1]):
+        for column in range(n_visited):
             # an excluded entry starting at or before the target pushes the target past its mass
             shift = present_sorted[:, column] & (self.cumulative[entry_sorted[:, column]] <= target)
             target = np.where(shift, target + mass_sorted[:, column], target)
-        position = np.searchsorted(self.cumulative, target, side="right") - 1
-        position = np.clip(position, start, end - 1)
+        position = np.clip(_cdf_search(self.cumulative, target), start, end - 1)
         return np.where(available > total * 1e-12, self.indices[position], -1)
 
 
@@ -304,7 +334,7 @@ def sample_walk_arrays(graph: ConceptGraph, epochs: int = 5, seed: int = 0, max_
     max_walks : int, optional
         Keep at most this many walks (a seeded subset of walk indices).
     novelty : float, default 0.0
-        Strength λ of the bias toward concepts that earlier epochs used less.
+        Strength λ of the bias toward topics and concepts that earlier epochs used less.
     batch_size : int, default 65536
         Walks processed together (memory bound only; results do not depend on it).
 
@@ -317,7 +347,7 @@ def sample_walk_arrays(graph: ConceptGraph, epochs: int = 5, seed: int = 0, max_
         raise ValueError("epochs and novelty must be >= 0 and batch_size >= 1")
     key = seed_key(seed)
     indices = select_walk_indices(graph.n_topics, epochs, seed, max_walks)
-    blocks = (graph.block("topic", "topic"), graph.block("topic", "concept"), graph.block("concept", "concept"))
+    blocks = graph.walk_blocks
     if novelty > 0:
         # one group per epoch: each epoch's weights depend on the use by the epochs before it
         groups = [indices[(indices // max(graph.n_topics, 1)) == epoch] for epoch in range(epochs)]
@@ -332,8 +362,10 @@ def sample_walk_arrays(graph: ConceptGraph, epochs: int = 5, seed: int = 0, max_
             concept_factor = (1.0 + concept_use) ** -novelty
             tables = (_Transitions(blocks[0], topic_factor), _Transitions(blocks[1], concept_factor),
                       _Transitions(blocks[2], concept_factor))
-        elif not results:
-            tables = tuple(_Transitions(block) for block in blocks)
+        else:
+            tables = _TABLE_CACHE.get(graph)
+            if tables is None:
+                tables = _TABLE_CACHE[graph] = tuple(_Transitions(block) for block in blocks)
         for start in range(0, len(group), batch_size):
             batch = _walk_batch(tables, key, group[start:start + batch_size], graph.n_topics)
             results.append(batch)
@@ -365,7 +397,7 @@ def sample_walks(graph: ConceptGraph, epochs: int = 5, seed: int = 0, max_walks:
         At most this many walks: a seeded subset of the walk indices, each walk
         identical to the one it would be without the cap.
     novelty : float, default 0.0
-        Bias toward concepts earlier epochs used less (0 = the paper's walk).
+        Bias toward topics and concepts earlier epochs used less (0 = the paper's walk).
     batch_size : int, default 65536
         Walks vectorised together.
 

@@ -1,8 +1,10 @@
 """Versioned prompt templates.
 
 Each model call kind has files ``<name>.v<k>.txt`` here. A file holds a
-``<<<system>>>`` section and a ``<<<user>>>`` section; ``{{field}}``
-placeholders are filled by the stage. (Double braces, because prompts carry
+``<<<system>>>`` section and a ``<<<user>>>`` section, and optionally a worked
+example as ``<<<example_user>>>`` / ``<<<example_assistant>>>`` sections, sent
+as a prior exchange (small models follow a shown answer far better than a
+described one); ``{{field}}`` placeholders are filled by the stage. (Double braces, because prompts carry
 LaTeX, whose ``{`` and ``$`` would clash with ``str.format`` and
 ``string.Template``.) The newest version is used unless the config pins one;
 the version used is written into every record and the manifest.
@@ -14,7 +16,7 @@ import re
 from dataclasses import dataclass
 from importlib import resources
 
-_SECTION = re.compile(r"^<<<(system|user)>>>\s*$", re.MULTILINE)
+_SECTION = re.compile(r"^<<<(system|user|example_user|example_assistant)>>>\s*$", re.MULTILINE)
 _PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")
 _FILE = re.compile(r"^(?P<name>[a-z0-9_]+)\.v(?P<version>\d+)\.txt$")
 
@@ -25,6 +27,7 @@ class PromptTemplate:
     version: str
     system: str
     user: str
+    example: tuple[str, str] | None = None
 
     def render(self, **fields: str) -> list[dict]:
         """Chat messages with every ``{{field}}`` replaced; a missing field is an error."""
@@ -41,6 +44,9 @@ class PromptTemplate:
         messages = []
         if self.system:
             messages.append({"role": "system", "content": fill(self.system)})
+        if self.example:
+            messages.append({"role": "user", "content": fill(self.example[0])})
+            messages.append({"role": "assistant", "content": fill(self.example[1])})
         messages.append({"role": "user", "content": fill(self.user)})
         return messages
 
@@ -71,4 +77,9 @@ def load_template(name: str, version: str | None = None) -> PromptTemplate:
     sections = {parts[i]: parts[i + 1].strip("\n") for i in range(1, len(parts) - 1, 2)}
     if "user" not in sections:
         raise ValueError(f"prompt {name}.v{number}.txt has no <<<user>>> section")
-    return PromptTemplate(name, f"v{number}", sections.get("system", "").strip(), sections["user"].strip())
+    example = None
+    if "example_user" in sections or "example_assistant" in sections:
+        if not ("example_user" in sections and "example_assistant" in sections):
+            raise ValueError(f"prompt {name}.v{number}.txt needs both <<<example_user>>> and <<<example_assistant>>>")
+        example = (sections["example_user"].strip(), sections["example_assistant"].strip())
+    return PromptTemplate(name, f"v{number}", sections.get("system", "").strip(), sections["user"].strip(), example)

@@ -216,15 +216,16 @@ def parse_concepts(text: str, max_topics: int = 5, max_concepts: int = 20) -> di
         bullet = _BULLET_LINE.match(line)
         if bullet and current is not None:
             concepts[current].append(_strip_markup(bullet.group(1)))
-    topics = []
+    merged: dict[str, dict] = {}  # a topic repeated under another number is one topic
     for number in sorted(concepts):
         name = topic_names.get(number) or headers.get(number)
-        items = []
+        if not name:
+            continue
+        topic = merged.setdefault(name.lower(), {"topic": name, "concepts": []})
         for item in concepts[number]:
-            if item and item.lower() not in (c.lower() for c in items) and len(item) <= 120:
-                items.append(item)
-        if name and items:
-            topics.append({"topic": name, "concepts": items[:max_concepts]})
+            if item and item.lower() not in (c.lower() for c in topic["concepts"]) and len(item) <= 120:
+                topic["concepts"].append(item)
+    topics = [{"topic": t["topic"], "concepts": t["concepts"][:max_concepts]} for t in merged.values() if t["concepts"]]
     if not topics:
         raise Unparsable("no topic with key concepts found" if text.strip() else "empty reply")
     return {

@@ -1,0 +1,189 @@
+"""The Ray executor: same dataset as the local executor, worker deaths and re-runs lose nothing."""
+
+import functools
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from scripted import respond
+from synthllm import Pipeline, load_config
+from synthllm.executors import ray_executor
+from synthllm.executors.ray_executor import (RayNotInstalled, per_worker_config, ray_map_shards,
+                                             run_model_stage_ray, use_backend_factory)
+from synthllm.llm.scripted import ScriptedBackend
+from synthllm.store import RunStore
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no usage report attempts from the test cluster
+
+TESTS = Path(__file__).resolve().parent
+SAMPLE = TESTS.parent / "src" / "synthllm" / "data" / "openstax_sample.jsonl"
+MODEL_STAGES = ("concepts", "level1", "level2", "level3", "answers")
+
+needs_ray = pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="ray is not installed")
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    """One local Ray for the whole module (start-up takes tens of seconds on two shared cores)."""
+    import ray
+
+    # Workers import this module and tests/scripted.py by name (the responders are pickled by
+    # reference). Ray's processes inherit the environment at init, so PYTHONPATH is set just for it
+    # (a runtime_env would instead make Ray start fresh workers for every first task).
+    saved = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(TESTS), saved]))
+    try:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    finally:
+        if saved is None:
+            del os.environ["PYTHONPATH"]
+        else:
+            os.environ["PYTHONPATH"] = saved
+    yield ray
+    ray_executor.shutdown_workers()
+    ray.shutdown()
+
+
+def make_config(tmp_path, **overrides):
+    base = {"input": {"path": str(SAMPLE), "limit": 8}, "shard_size": 3, "filter": {"enabled": False},
+            "level3": {"max_walks": 6}, "decontamination": {"use_shared_benchmarks": False},
+            "ray": {"num_workers": 2}}
+    for key, value in overrides.items():
+        base[key] = {**base.get(key, {}), **value} if isinstance(value, dict) else value
+    return load_config(None, base)
+
+
+def run(config, out, backend=None):
+    pipeline = Pipeline(config, out, backend=backend, show_progress=False)
+    try:
+        return pipeline.run()
+    finally:
+        pipeline.close()
+
+
+def on_ray(config, cache: Path):
+    """The same config, run by Ray workers, with its own response cache (so the workers really generate)."""
+    return config.model_copy(update={"executor": "ray", "cache_path": cache})
+
+
+_answers_seen = 0
+
+
+def dies_once(marker: str, messages):
+    """``respond``, except that the worker process dies at its third answer prompt, the first time only."""
+    global _answers_seen
+    if "Solve the problem" in messages[-1]["content"]:
+        _answers_seen += 1
+        if _answers_seen == 3 and not os.path.exists(marker):
+            Path(marker).write_text(str(os.getpid()))
+            os._exit(1)  # as a segfault or the OOM killer would: no cleanup, no exception
+    return respond(messages)
+
+
+@needs_ray
+def test_ray_map_shards_keeps_input_order(tmp_path, ray_cluster):
+    # first in the module: it uses the workers Ray starts with, before the model workers take the CPUs
+    assert ray_map_shards(len, [[1] * n for n in (3, 0, 5, 1)], make_config(tmp_path), num_cpus=0.5) == [3, 0, 5, 1]
+
+
+@needs_ray
+def test_ray_run_gives_the_local_dataset_and_a_rerun_does_nothing(tmp_path, ray_cluster):
+    config = make_config(tmp_path)
+    local = run(config, tmp_path / "local", ScriptedBackend(respond))
+    ray_config = on_ray(config, tmp_path / "ray-cache.sqlite3")
+    with use_backend_factory(functools.partial(ScriptedBackend, respond)):
+        manifest = run(ray_config, tmp_path / "ray")
+        again = run(ray_config, tmp_path / "ray")
+    assert (tmp_path / "ray" / "dataset.jsonl").read_bytes() == (tmp_path / "local" / "dataset.jsonl").read_bytes()
+    assert manifest["reconciliation"] == {"ok": True, "problems": []}
+    for stage in MODEL_STAGES:
+        ours, theirs = manifest["stages"][stage], local["stages"][stage]
+        assert {k: v for k, v in ours.items() if k != "this_run"} == {k: v for k, v in theirs.items() if k != "this_run"}
+        assert ours["this_run"]["model_calls"] > 0 and ours["this_run"]["resumed_records"] == 0
+        # the re-run finds every shard committed: no model calls, everything counted as already done
+        assert again["stages"][stage]["this_run"] == {"model_calls": 0, "cached": 0, "stopped": False,
+                                                      "resumed_records": ours["in"]}
+    assert (tmp_path / "ray" / "dataset.jsonl").read_bytes() == (tmp_path / "local" / "dataset.jsonl").read_bytes()
+
+
+@needs_ray
+def test_stage_errors_reach_the_driver_as_themselves(tmp_path, ray_cluster):
+    from synthllm.llm.base import Sampling
+    from synthllm.stages.level1 import Level1Questions
+
+    store = RunStore(tmp_path / "run")
+    stage = Level1Questions(Sampling(max_tokens=64, temperature=0.0, top_p=1.0, seed=0), None, 2, 2000)
+    shard = ("part-00000", lambda: [{"id": "d1"}], 1)  # no "text": building the prompt fails in the worker
+    with pytest.raises(KeyError, match="text"):
+        run_model_stage_ray(stage, [shard], store, make_config(tmp_path),
+                            backend_factory=functools.partial(ScriptedBackend, respond))
+    assert not store.shards("level1")
+
+
+@needs_ray
+def test_a_worker_killed_mid_stage_is_restarted_and_nothing_is_lost_or_repeated(tmp_path, ray_cluster):
+    config = make_config(tmp_path)
+    local = run(config, tmp_path / "local", ScriptedBackend(respond))
+    marker = tmp_path / "worker-died"
+    # batches of two: the dying worker has cached some of its shard's answers already
+    factory = functools.partial(ScriptedBackend, functools.partial(dies_once, str(marker)), batch_size=2)
+    with use_backend_factory(factory):
+        manifest = run(on_ray(config, tmp_path / "ray-cache.sqlite3"), tmp_path / "ray")
+    assert marker.exists() and int(marker.read_text()) != os.getpid()  # a worker process really died
+    assert (tmp_path / "ray" / "dataset.jsonl").read_bytes() == (tmp_path / "local" / "dataset.jsonl").read_bytes()
+    assert manifest["reconciliation"]["ok"]
+    answers, reference = manifest["stages"]["answers"], local["stages"]["answers"]
+    assert answers["out"] == reference["out"] and answers["in"] == reference["in"]
+    # every request was answered once: by the model or, after the restart, from the dead worker's cached batches
+    assert answers["model_calls"] + answers["cached"] == reference["model_calls"] + reference["cached"]
+    assert answers["cached"] > reference["cached"]
+    ids = [r["id"] for r in RunStore(tmp_path / "ray").iter_records("answers")]
+    assert len(ids) == len(set(ids)) == reference["out"]
+
+
+def test_limits_are_split_over_the_workers(tmp_path):
+    config = make_config(tmp_path, llm={"backend": "openai", "max_concurrency": 10, "rpm": 600, "tpm": 1000},
+                         ray={"num_workers": 3})
+    share = per_worker_config(config).llm
+    assert (share.max_concurrency, share.rpm, share.tpm) == (4, 200, 333)
+    assert config.llm.rpm == 600  # the caller's config is unchanged
+    assert per_worker_config(make_config(tmp_path, llm={"rpm": None})).llm.rpm is None
+
+
+def test_without_ray_the_error_says_what_to_install(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray now fails as if it were not installed
+    with pytest.raises(RayNotInstalled, match=r"pip install 'synthllm\[ray\]'"):
+        run_model_stage_ray(None, [], RunStore(tmp_path / "run"), make_config(tmp_path))
+
+
+def stage_files(run_folder: Path, stage: str) -> dict[str, bytes]:
+    """Every output and rejects file of a stage (the rejects hold the raw replies), by name."""
+    folder = run_folder / "stages" / stage
+    return {p.name: p.read_bytes() for p in sorted(folder.glob("*.jsonl"))}
+
+
+@needs_ray
+@pytest.mark.model
+def test_embedded_model_on_ray_gives_the_local_results(tmp_path, ray_cluster):
+    from synthllm.llm.embedded import TransformersBackend
+
+    # one torch thread in both runs: the same kernels, so bit-identical greedy replies
+    config = make_config(tmp_path, input={"limit": 2}, llm={"backend": "embedded", "threads": 1, "batch_size": 4},
+                         concepts={"max_tokens": 24, "max_document_chars": 600}, level1={"max_tokens": 48},
+                         level2={"enabled": False}, level3={"enabled": False}, answers={"max_tokens": 24},
+                         ray={"num_workers": 1})
+    backend = TransformersBackend(batch_size=4, threads=1)
+    try:
+        local = run(config, tmp_path / "local", backend)
+    finally:
+        backend.close()
+    ray_manifest = run(on_ray(config, tmp_path / "ray-cache.sqlite3"), tmp_path / "ray")  # workers use make_backend
+    for stage in ("concepts", "level1", "answers"):
+        assert ray_manifest["stages"][stage]["this_run"]["model_calls"] == local["stages"][stage]["model_calls"]
+        assert stage_files(tmp_path / "ray", stage) == stage_files(tmp_path / "local", stage)
+    assert (tmp_path / "ray" / "dataset.jsonl").read_bytes() == (tmp_path / "local" / "dataset.jsonl").read_bytes()
+    assert local["stages"]["level1"]["in"] == 2
