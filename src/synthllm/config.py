@@ -56,6 +56,7 @@ class GenerationConfig(_Section):
 
 class ConceptsConfig(GenerationConfig):
     enabled: bool = Field(True, description="Extract topics and key concepts (needed by Level-2 and Level-3).")
+    temperature: float = Field(0.2, ge=0, description="Sampling temperature; low, since extraction wants the document's concepts, not variety.")
     max_document_chars: int = Field(6000, ge=200, description="Documents are cut to this many characters in the prompt (at a paragraph or sentence end when possible).")
 
 

@@ -59,13 +59,19 @@ class ChatRequest:
         return [{"role": role, "content": content} for role, content in self.messages]
 
     def cache_key(self, model: str) -> str:
-        """Hash of (model, sampling parameters, messages, sample index)."""
-        payload = json.dumps(
-            [model, self.sampling.as_dict(), self.messages, self.sample_index],
-            ensure_ascii=False,
-            separators=(",", ":"),
-        )
-        return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+        """Hash of (model, sampling parameters, messages, sample index).
+
+        The messages are hashed piece by piece, each prefixed with its length
+        (so no two different conversations hash the same input), instead of
+        being serialised first: prompts are long and this runs per request.
+        """
+        digest = hashlib.sha256(
+            json.dumps([model, self.sampling.as_dict(), self.sample_index], separators=(",", ":")).encode())
+        for role, content in self.messages:
+            for part in (role.encode(), content.encode("utf-8")):
+                digest.update(len(part).to_bytes(8, "little"))
+                digest.update(part)
+        return digest.hexdigest()
 
 
 @dataclass
@@ -87,26 +93,6 @@ class ChatResponse:
     @property
     def ok(self) -> bool:
         return self.text is not None and self.error is None
-
-    def to_dict(self) -> dict:
-        return {
-            "text": self.text,
-            "prompt_tokens": self.prompt_tokens,
-            "completion_tokens": self.completion_tokens,
-            "finish_reason": self.finish_reason,
-            "error": self.error,
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict, cached: bool = False) -> "ChatResponse":
-        return cls(
-            text=data.get("text"),
-            prompt_tokens=int(data.get("prompt_tokens", 0)),
-            completion_tokens=int(data.get("completion_tokens", 0)),
-            finish_reason=data.get("finish_reason", "stop"),
-            error=data.get("error"),
-            cached=cached,
-        )
 
 
 def cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:

@@ -10,7 +10,6 @@ model call: the raw reply is what is stored.
 
 from __future__ import annotations
 
-import json
 import os
 import sqlite3
 import threading
@@ -20,11 +19,15 @@ from typing import Iterable
 
 from .base import ChatResponse
 
+# One column per response field: no JSON encoding on the per-request path.
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS responses (
+CREATE TABLE IF NOT EXISTS replies (
     key TEXT PRIMARY KEY,
     model TEXT NOT NULL,
-    response TEXT NOT NULL,
+    text TEXT NOT NULL,
+    prompt_tokens INTEGER NOT NULL,
+    completion_tokens INTEGER NOT NULL,
+    finish_reason TEXT NOT NULL,
     created REAL NOT NULL
 )
 """
@@ -67,21 +70,23 @@ class ResponseCache:
             for start in range(0, len(keys), 500):  # SQLite's bound-parameter limit
                 chunk = keys[start:start + 500]
                 marks = ",".join("?" * len(chunk))
-                rows = self._conn.execute(f"SELECT key, response FROM responses WHERE key IN ({marks})", chunk)
-                for key, blob in rows:
-                    found[key] = ChatResponse.from_dict(json.loads(blob), cached=True)
+                rows = self._conn.execute("SELECT key, text, prompt_tokens, completion_tokens, finish_reason "
+                                          f"FROM replies WHERE key IN ({marks})", chunk)
+                for key, text, prompt_tokens, completion_tokens, finish in rows:
+                    found[key] = ChatResponse(text, prompt_tokens, completion_tokens, finish, cached=True)
         return found
 
     def put_many(self, items: Iterable[tuple[str, str, ChatResponse]]) -> int:
         """Store (key, model, response) triples in one transaction; returns how many were stored."""
-        rows = [(key, model, json.dumps(resp.to_dict(), ensure_ascii=False), time.time())
+        now = time.time()
+        rows = [(key, model, resp.text, resp.prompt_tokens, resp.completion_tokens, resp.finish_reason, now)
                 for key, model, resp in items if resp.ok]
         if not rows:
             return 0
         with self._lock:
             self._conn.execute("BEGIN IMMEDIATE")
             try:
-                self._conn.executemany("INSERT OR IGNORE INTO responses VALUES (?, ?, ?, ?)", rows)
+                self._conn.executemany("INSERT OR IGNORE INTO replies VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
                 self._conn.execute("COMMIT")
             except BaseException:
                 self._conn.execute("ROLLBACK")
@@ -90,7 +95,7 @@ class ResponseCache:
 
     def __len__(self) -> int:
         with self._lock:
-            return self._conn.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
+            return self._conn.execute("SELECT COUNT(*) FROM replies").fetchone()[0]
 
     def close(self) -> None:
         with self._lock:
