@@ -141,3 +141,13 @@ def test_templates_with_a_worked_example_render_a_prior_exchange():
     assert [m["role"] for m in messages] == ["system", "user", "assistant", "user"]
     assert "<key_concept>" in messages[2]["content"] and "Fractions are parts" in messages[3]["content"]
     assert "{{" not in "".join(m["content"] for m in messages)
+
+
+def test_questions_are_trimmed_of_appended_answers_and_loops():
+    from synthllm.stages.parsing import trim_question
+
+    looping = "A jacket costs $10. How much is it after 50% off?\n\nThe answer is $5.\n\nThe answer is $5."
+    assert trim_question(looping) == "A jacket costs $10. How much is it after 50% off?"
+    setup = "A train leaves at noon.\n\nIt travels at 60 km/h for 2 hours. How far does it go?\n\nSolution: 120 km"
+    assert trim_question(setup) == "A train leaves at noon.\n\nIt travels at 60 km/h for 2 hours. How far does it go?"
+    assert trim_question("Solve $x + 1 = 2$.\n\nSolve $x + 1 = 2$.") == "Solve $x + 1 = 2$."

@@ -22,7 +22,9 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no usage report attempt
 TESTS = Path(__file__).resolve().parent
 SAMPLE = TESTS.parent / "src" / "synthllm" / "data" / "openstax_sample.jsonl"
 MODEL_STAGES = ("concepts", "level1", "level2", "level3", "answers")
+OUTCOMES = ("in", "ok", "out", "unsuitable", "unparsable", "failed")
 
+pytestmark = pytest.mark.ray  # select or leave out with -m ray / -m "not ray"
 needs_ray = pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="ray is not installed")
 
 
@@ -48,7 +50,8 @@ def ray_cluster():
     ray.shutdown()
 
 
-def make_config(tmp_path, **overrides):
+def make_config(**overrides):
+    """The small test run: 8 sample documents in shards of 3, filter off, 6 walks; ``overrides`` merged per section."""
     base = {"input": {"path": str(SAMPLE), "limit": 8}, "shard_size": 3, "filter": {"enabled": False},
             "level3": {"max_walks": 6}, "decontamination": {"use_shared_benchmarks": False},
             "ray": {"num_workers": 2}}
@@ -87,12 +90,12 @@ def dies_once(marker: str, messages):
 @needs_ray
 def test_ray_map_shards_keeps_input_order(tmp_path, ray_cluster):
     # first in the module: it uses the workers Ray starts with, before the model workers take the CPUs
-    assert ray_map_shards(len, [[1] * n for n in (3, 0, 5, 1)], make_config(tmp_path), num_cpus=0.5) == [3, 0, 5, 1]
+    assert ray_map_shards(len, [[1] * n for n in (3, 0, 5, 1)], make_config(), num_cpus=0.5) == [3, 0, 5, 1]
 
 
 @needs_ray
 def test_ray_run_gives_the_local_dataset_and_a_rerun_does_nothing(tmp_path, ray_cluster):
-    config = make_config(tmp_path)
+    config = make_config()
     local = run(config, tmp_path / "local", ScriptedBackend(respond))
     ray_config = on_ray(config, tmp_path / "ray-cache.sqlite3")
     with use_backend_factory(functools.partial(ScriptedBackend, respond)):
@@ -102,7 +105,9 @@ def test_ray_run_gives_the_local_dataset_and_a_rerun_does_nothing(tmp_path, ray_
     assert manifest["reconciliation"] == {"ok": True, "problems": []}
     for stage in MODEL_STAGES:
         ours, theirs = manifest["stages"][stage], local["stages"][stage]
-        assert {k: v for k, v in ours.items() if k != "this_run"} == {k: v for k, v in theirs.items() if k != "this_run"}
+        # (model calls vs cache hits may differ: two workers can ask the same request at the same time)
+        assert {k: ours[k] for k in OUTCOMES} == {k: theirs[k] for k in OUTCOMES}
+        assert ours["model_calls"] + ours["cached"] == theirs["model_calls"] + theirs["cached"]
         assert ours["this_run"]["model_calls"] > 0 and ours["this_run"]["resumed_records"] == 0
         # the re-run finds every shard committed: no model calls, everything counted as already done
         assert again["stages"][stage]["this_run"] == {"model_calls": 0, "cached": 0, "stopped": False,
@@ -119,17 +124,18 @@ def test_stage_errors_reach_the_driver_as_themselves(tmp_path, ray_cluster):
     stage = Level1Questions(Sampling(max_tokens=64, temperature=0.0, top_p=1.0, seed=0), None, 2, 2000)
     shard = ("part-00000", lambda: [{"id": "d1"}], 1)  # no "text": building the prompt fails in the worker
     with pytest.raises(KeyError, match="text"):
-        run_model_stage_ray(stage, [shard], store, make_config(tmp_path),
+        run_model_stage_ray(stage, [shard], store, make_config(),
                             backend_factory=functools.partial(ScriptedBackend, respond))
     assert not store.shards("level1")
 
 
 @needs_ray
 def test_a_worker_killed_mid_stage_is_restarted_and_nothing_is_lost_or_repeated(tmp_path, ray_cluster):
-    config = make_config(tmp_path)
+    # one worker: which replies it had cached before dying is then exact
+    config = make_config(ray={"num_workers": 1})
     local = run(config, tmp_path / "local", ScriptedBackend(respond))
     marker = tmp_path / "worker-died"
-    # batches of two: the dying worker has cached some of its shard's answers already
+    # batches of two: the worker dies in its second answer batch, with the first one cached
     factory = functools.partial(ScriptedBackend, functools.partial(dies_once, str(marker)), batch_size=2)
     with use_backend_factory(factory):
         manifest = run(on_ray(config, tmp_path / "ray-cache.sqlite3"), tmp_path / "ray")
@@ -137,27 +143,27 @@ def test_a_worker_killed_mid_stage_is_restarted_and_nothing_is_lost_or_repeated(
     assert (tmp_path / "ray" / "dataset.jsonl").read_bytes() == (tmp_path / "local" / "dataset.jsonl").read_bytes()
     assert manifest["reconciliation"]["ok"]
     answers, reference = manifest["stages"]["answers"], local["stages"]["answers"]
-    assert answers["out"] == reference["out"] and answers["in"] == reference["in"]
-    # every request was answered once: by the model or, after the restart, from the dead worker's cached batches
-    assert answers["model_calls"] + answers["cached"] == reference["model_calls"] + reference["cached"]
-    assert answers["cached"] > reference["cached"]
+    assert {k: answers[k] for k in OUTCOMES} == {k: reference[k] for k in OUTCOMES}
+    # the restarted worker replayed the two replies the dead one had cached and asked the rest once
+    assert answers["cached"] == reference["cached"] + 2
+    assert answers["model_calls"] == reference["model_calls"] - 2
     ids = [r["id"] for r in RunStore(tmp_path / "ray").iter_records("answers")]
     assert len(ids) == len(set(ids)) == reference["out"]
 
 
 def test_limits_are_split_over_the_workers(tmp_path):
-    config = make_config(tmp_path, llm={"backend": "openai", "max_concurrency": 10, "rpm": 600, "tpm": 1000},
+    config = make_config(llm={"backend": "openai", "max_concurrency": 10, "rpm": 600, "tpm": 1000},
                          ray={"num_workers": 3})
     share = per_worker_config(config).llm
-    assert (share.max_concurrency, share.rpm, share.tpm) == (4, 200, 333)
+    assert (share.max_concurrency, share.rpm, share.tpm) == (3, 200, 333)
     assert config.llm.rpm == 600  # the caller's config is unchanged
-    assert per_worker_config(make_config(tmp_path, llm={"rpm": None})).llm.rpm is None
+    assert per_worker_config(make_config(llm={"rpm": None})).llm.rpm is None
 
 
 def test_without_ray_the_error_says_what_to_install(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray now fails as if it were not installed
     with pytest.raises(RayNotInstalled, match=r"pip install 'synthllm\[ray\]'"):
-        run_model_stage_ray(None, [], RunStore(tmp_path / "run"), make_config(tmp_path))
+        run_model_stage_ray(None, [], RunStore(tmp_path / "run"), make_config())
 
 
 def stage_files(run_folder: Path, stage: str) -> dict[str, bytes]:
@@ -172,15 +178,19 @@ def test_embedded_model_on_ray_gives_the_local_results(tmp_path, ray_cluster):
     from synthllm.llm.embedded import TransformersBackend
 
     # one torch thread in both runs: the same kernels, so bit-identical greedy replies
-    config = make_config(tmp_path, input={"limit": 2}, llm={"backend": "embedded", "threads": 1, "batch_size": 4},
+    config = make_config(input={"limit": 2}, llm={"backend": "embedded", "threads": 1, "batch_size": 4},
                          concepts={"max_tokens": 24, "max_document_chars": 600}, level1={"max_tokens": 48},
                          level2={"enabled": False}, level3={"enabled": False}, answers={"max_tokens": 24},
                          ray={"num_workers": 1})
+    import torch
+
+    threads = torch.get_num_threads()
     backend = TransformersBackend(batch_size=4, threads=1)
     try:
         local = run(config, tmp_path / "local", backend)
     finally:
         backend.close()
+        torch.set_num_threads(threads)  # the backend set it for the whole test process
     ray_manifest = run(on_ray(config, tmp_path / "ray-cache.sqlite3"), tmp_path / "ray")  # workers use make_backend
     for stage in ("concepts", "level1", "answers"):
         assert ray_manifest["stages"][stage]["this_run"]["model_calls"] == local["stages"][stage]["model_calls"]

@@ -34,6 +34,7 @@ class LLMConfig(_Section):
     batch_size: int = Field(8, ge=1, description="Embedded: prompts generated together.")
     device: str = Field("cpu", description="Embedded: torch device ('cpu', 'cuda').")
     threads: int | None = Field(None, ge=1, description="Embedded: torch CPU threads (default: all cores).")
+    repetition_penalty: float = Field(1.0, ge=1.0, description="Embedded: penalty on tokens already generated (1.0 = none; ~1.2 stops small models from looping).")
     base_url: str | None = Field(None, description="OpenAI: server URL, e.g. http://localhost:8000/v1.")
     api_key_env: str = Field("OPENAI_API_KEY", description="OpenAI: name of the environment variable holding the API key (the key itself never goes in the config).")
     max_concurrency: int = Field(64, ge=1, description="OpenAI: requests in flight at most.")

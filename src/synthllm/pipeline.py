@@ -57,7 +57,8 @@ def make_backend(config: Config) -> Backend:
     if llm.backend == "embedded":
         from .llm.embedded import TransformersBackend
 
-        return TransformersBackend(llm.model, batch_size=llm.batch_size, device=llm.device, threads=llm.threads)
+        return TransformersBackend(llm.model, batch_size=llm.batch_size, device=llm.device, threads=llm.threads,
+                                   repetition_penalty=llm.repetition_penalty)
     from .llm.openai_backend import OpenAIBackend
 
     return OpenAIBackend(model=llm.model, base_url=llm.base_url, api_key_env=llm.api_key_env,
@@ -209,7 +210,7 @@ class Pipeline:
             "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "config": self.config.model_dump(mode="json"),
             "versions": _versions(),
-            "model": self._backend.model_name if self._backend is not None else self.manifest.get("model"),
+            "model": self._backend.model_name if self._backend is not None else self._model_key(),
         })
         self.manifest["reconciliation"] = reconcile(self.manifest)
         self.store.write_manifest(self.manifest)
@@ -528,6 +529,10 @@ class Pipeline:
             self._texts.close()
         if self._backend is not None:
             self._backend.close()
+        if self.config.executor == "ray":
+            from .executors.ray_executor import shutdown_workers
+
+            shutdown_workers()  # Ray workers hold CPUs (or GPUs) and a loaded model until stopped
         self.cache.close()
 
 

@@ -45,15 +45,21 @@ class ChatRequest:
     ``messages`` is a list of ``{"role", "content"}`` dicts (OpenAI chat
     format). ``sample_index`` distinguishes repeated samples of the same prompt
     (self-consistency) so that they get different cache keys and seeds.
+    ``prefill`` is how the reply must begin (e.g. ``"<level>"``): a backend
+    that can continue a started assistant turn (the embedded one) starts the
+    reply with it and returns it as part of the text; others ignore it, so
+    parsers must accept replies with or without it.
     """
 
     messages: tuple[tuple[str, str], ...]
     sampling: Sampling = field(default_factory=Sampling)
     sample_index: int = 0
+    prefill: str = ""
 
     @classmethod
-    def from_messages(cls, messages: Sequence[dict], sampling: Sampling, sample_index: int = 0) -> "ChatRequest":
-        return cls(tuple((m["role"], m["content"]) for m in messages), sampling, sample_index)
+    def from_messages(cls, messages: Sequence[dict], sampling: Sampling, sample_index: int = 0,
+                      prefill: str = "") -> "ChatRequest":
+        return cls(tuple((m["role"], m["content"]) for m in messages), sampling, sample_index, prefill)
 
     def message_dicts(self) -> list[dict]:
         return [{"role": role, "content": content} for role, content in self.messages]
@@ -65,8 +71,8 @@ class ChatRequest:
         (so no two different conversations hash the same input), instead of
         being serialised first: prompts are long and this runs per request.
         """
-        digest = hashlib.sha256(
-            json.dumps([model, self.sampling.as_dict(), self.sample_index], separators=(",", ":")).encode())
+        digest = hashlib.sha256(json.dumps([model, self.sampling.as_dict(), self.sample_index, self.prefill],
+                                           separators=(",", ":")).encode())
         for role, content in self.messages:
             for part in (role.encode(), content.encode("utf-8")):
                 digest.update(len(part).to_bytes(8, "little"))

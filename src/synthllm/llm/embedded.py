@@ -113,10 +113,12 @@ class TransformersBackend:
     batch_size : requests generated together; similar-length prompts are grouped.
     device : ``"cpu"`` or ``"cuda"``.
     threads : torch intra-op threads (default: all cores).
+    repetition_penalty : transformers' penalty on tokens already in the
+        reply (1.0 = none); small models otherwise loop on a line.
     """
 
     def __init__(self, model: str = DEFAULT_MODEL, batch_size: int = 8, device: str = "cpu",
-                 threads: int | None = None):
+                 threads: int | None = None, repetition_penalty: float = 1.0):
         import torch
 
         if threads:
@@ -124,10 +126,15 @@ class TransformersBackend:
         self.model_name = model if model == DEFAULT_MODEL else Path(model).name
         self.preferred_batch_size = batch_size
         self.device = device
+        self.repetition_penalty = repetition_penalty
         self._lm, self._tokenizer = load_reference_model(model, device)
         self.context_window = int(getattr(self._lm.config, "max_position_embeddings", 2048))
 
     def _prompt_ids(self, request: ChatRequest) -> list[int]:
+        if request.prefill:  # the reply starts inside an open assistant turn
+            messages = request.message_dicts() + [{"role": "assistant", "content": request.prefill}]
+            return self._tokenizer.apply_chat_template(messages, continue_final_message=True, tokenize=True,
+                                                       return_dict=False)
         return self._tokenizer.apply_chat_template(request.message_dicts(), add_generation_prompt=True,
                                                    tokenize=True, return_dict=False)
 
@@ -150,6 +157,8 @@ class TransformersBackend:
                 batch = members[start:start + self.preferred_batch_size]
                 texts = self._generate_batch([ids for _, ids in batch], sampling, sample_index)
                 for (index, ids), result in zip(batch, texts):
+                    if requests[index].prefill:
+                        result.text = requests[index].prefill + result.text
                     responses[index] = result
         return responses  # type: ignore[return-value]
 
@@ -171,7 +180,7 @@ class TransformersBackend:
                 max_new_tokens=sampling.max_tokens, do_sample=not greedy,
                 temperature=None if greedy else sampling.temperature,
                 top_p=None if greedy else sampling.top_p, top_k=None,
-                pad_token_id=tok.pad_token_id,
+                pad_token_id=tok.pad_token_id, repetition_penalty=self.repetition_penalty,
                 # a sequence that reached a stop string stops decoding (the batch ends when all have)
                 **({"stop_strings": list(sampling.stop), "tokenizer": tok} if sampling.stop else {}),
             )

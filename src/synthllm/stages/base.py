@@ -55,6 +55,9 @@ class ModelStage(ABC):
         """Strings that end a reply early (after the last block the prompt asks for)."""
         return ()
 
+    #: how the reply must begin; backends that can, start the reply with it (see ChatRequest.prefill)
+    prefill: ClassVar[str] = ""
+
     @property
     def prompt_version(self) -> str:
         return self.template.version

@@ -18,6 +18,7 @@ class ExtractConcepts(ModelStage):
 
     name = "concepts"
     template_name = "concepts"
+    prefill = "<level>"
 
     def __init__(self, sampling, prompt_version=None, max_document_chars: int = 6000):
         self.max_document_chars = max_document_chars

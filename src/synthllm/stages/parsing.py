@@ -123,6 +123,28 @@ def parse_concept_list(value: str | None) -> list[str]:
     return out
 
 
+_NOT_QUESTION = re.compile(r"^(?:the\s+)?(?:answer|solution|task|note|explanation|example)\b", re.IGNORECASE)
+
+
+def trim_question(text: str) -> str:
+    """The question without what small models append to it.
+
+    Paragraphs are kept up to and including the first that ends with "?";
+    an answer / solution / task paragraph, or a paragraph seen before (a
+    model looping), ends the question earlier.
+    """
+    kept: list[str] = []
+    for paragraph in (p.strip() for p in re.split(r"\n\s*\n", text)):
+        if not paragraph:
+            continue
+        if (kept and _NOT_QUESTION.match(paragraph)) or paragraph in kept:
+            break
+        kept.append(paragraph)
+        if paragraph.endswith("?"):
+            break
+    return "\n\n".join(kept)
+
+
 def parse_questions(text: str, max_questions: int, sentinel: str | None = None,
                     with_concepts: bool = False) -> list[dict]:
     """Questions from a Level-1/2/3 reply.
@@ -135,7 +157,7 @@ def parse_questions(text: str, max_questions: int, sentinel: str | None = None,
     questions = []
     for block in split_question_blocks(text):
         fields = parse_fields(block)
-        question = fields.get("question", "")
+        question = trim_question(fields.get("question", ""))
         if len(question) < _MIN_QUESTION_CHARS:
             continue
         if sentinel and sentinel in question:
