@@ -279,3 +279,14 @@ def test_a_planted_benchmark_question_is_decontaminated_and_reported(tmp_path, s
     assert any(r["benchmark"] == "gsm8k" and r["field"] == "question" for r in removed)
     dataset = (tmp_path / "run" / "dataset.jsonl").read_text()
     assert leak not in dataset and manifest["reconciliation"]["ok"]
+
+
+def test_a_changed_prefill_redoes_the_stage(tmp_path, monkeypatch):
+    from synthllm.stages.level2 import Level2Questions
+
+    config = make_config(tmp_path)
+    run(config, tmp_path / "run", ScriptedBackend(respond))
+    monkeypatch.setattr(Level2Questions, "prefill", "<Q1>\nSelected Concepts: [")
+    manifest = run(config, tmp_path / "run", ScriptedBackend(respond))
+    assert manifest["stages"]["level2"]["this_run"]["resumed_records"] == 0
+    assert manifest["stages"]["level1"]["this_run"]["resumed_records"] == 10

@@ -16,20 +16,20 @@ def demo_config(docs: int, corpus: Path | None = None, model: str | None = None)
         data = shared_data_dir()
         shared = data / "corpus" / "openstax_math.jsonl" if data else None
         corpus = shared if shared and shared.exists() else SAMPLE_CORPUS
-    # a 135M model keeps to the output formats only at low temperatures
-    short = {"max_tokens": 256, "max_document_chars": 1800, "temperature": 0.4}
+    # On a CPU generation time is (sequences x tokens): one batch per stage, short replies,
+    # few questions. A 135M model keeps to the output formats only at low temperatures.
     overrides = {
         "input": {"path": str(corpus), "limit": docs},
-        "llm": {"batch_size": 16},
-        "shard_size": 8,
+        "llm": {"batch_size": 32},
+        "shard_size": 32,
         # the sample is curated textbook text, and a 135M model cannot rate documents reliably
         "filter": {"enabled": False},
-        "concepts": {**short, "temperature": 0.2},
-        "level1": {**short, "questions_per_document": 2},
-        "level2": {**short, "questions_per_document": 2},
-        "level3": {"max_tokens": 256, "temperature": 0.4, "max_walks": max(2, docs // 2), "questions_per_walk": 2,
-                   "max_reference_chars": 900},
-        "answers": {"max_tokens": 160, "temperature": 0.3},
+        "concepts": {"max_tokens": 200, "max_document_chars": 1500, "temperature": 0.2},
+        "level1": {"max_tokens": 128, "max_document_chars": 1500, "temperature": 0.4, "questions_per_document": 1},
+        "level2": {"max_tokens": 200, "max_document_chars": 1500, "temperature": 0.4, "questions_per_document": 2},
+        "level3": {"max_tokens": 160, "temperature": 0.4, "max_walks": max(2, docs // 2), "questions_per_walk": 1,
+                   "max_reference_chars": 700},
+        "answers": {"max_tokens": 128, "temperature": 0.3},
     }
     if model:
         overrides["llm"]["model"] = model

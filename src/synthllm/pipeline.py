@@ -66,6 +66,11 @@ def make_backend(config: Config) -> Backend:
                          max_retries=llm.max_retries, context_window=llm.context_window, prices=llm.prices)
 
 
+def _request_shape(stage: ModelStage) -> list:
+    """What a stage's requests depend on besides its config: template version, prefill, stops."""
+    return [stage.prompt_version, stage.prefill, stage.sampling.as_dict()]
+
+
 def _sampling(section, seed: int) -> Sampling:
     return Sampling(max_tokens=section.max_tokens, temperature=section.temperature, top_p=section.top_p, seed=seed)
 
@@ -286,7 +291,7 @@ class Pipeline:
         else:
             stage = RateDocuments(_sampling(cfg, self.config.seed), cfg.prompt_version, cfg.domain,
                                   cfg.max_document_chars)
-            self._fingerprint("rate", self.fingerprints["filter"], stage.prompt_version)
+            self._fingerprint("rate", self.fingerprints["filter"], _request_shape(stage))
             self._run_stage(stage, self._rating_sample(cfg.sample_size), "rate")
             ratings = {r["id"]: r["rating"] for r in self.store.iter_records("rate")}
         rated = [d for d in self.store.iter_records("documents") if d["id"] in ratings]
@@ -339,7 +344,7 @@ class Pipeline:
     def concepts(self) -> dict:
         cfg = self.config.concepts
         stage = ExtractConcepts(_sampling(cfg, self.config.seed), cfg.prompt_version, cfg.max_document_chars)
-        self._fingerprint("concepts", cfg.model_dump(mode="json"), self._model_key(), stage.prompt_version,
+        self._fingerprint("concepts", cfg.model_dump(mode="json"), self._model_key(), _request_shape(stage),
                           self.fingerprints[self.document_stage], self.config.seed)
         return self._run_stage(stage, self._shards_of(self.document_stage), "concepts")
 
@@ -347,7 +352,7 @@ class Pipeline:
         cfg = self.config.level1
         stage = Level1Questions(_sampling(cfg, self.config.seed), cfg.prompt_version, cfg.questions_per_document,
                                 cfg.max_document_chars)
-        self._fingerprint("level1", cfg.model_dump(mode="json"), self._model_key(), stage.prompt_version,
+        self._fingerprint("level1", cfg.model_dump(mode="json"), self._model_key(), _request_shape(stage),
                           self.fingerprints[self.document_stage], self.config.seed)
         return self._run_stage(stage, self._shards_of(self.document_stage), "level1")
 
@@ -355,7 +360,7 @@ class Pipeline:
         cfg = self.config.level2
         stage = Level2Questions(_sampling(cfg, self.config.seed), cfg.prompt_version, cfg.questions_per_document,
                                 cfg.max_document_chars)
-        self._fingerprint("level2", cfg.model_dump(mode="json"), self._model_key(), stage.prompt_version,
+        self._fingerprint("level2", cfg.model_dump(mode="json"), self._model_key(), _request_shape(stage),
                           self.fingerprints["concepts"], self.config.seed)
 
         def with_text(_shard: str, concepts: list[dict]) -> list[dict]:
@@ -423,7 +428,7 @@ class Pipeline:
         cfg = self.config.level3
         stage = Level3Questions(_sampling(cfg, self.config.seed), cfg.prompt_version, cfg.questions_per_walk,
                                 cfg.max_reference_chars)
-        self._fingerprint("level3", cfg.model_dump(mode="json"), self._model_key(), stage.prompt_version,
+        self._fingerprint("level3", cfg.model_dump(mode="json"), self._model_key(), _request_shape(stage),
                           self.fingerprints["walks"], self.config.seed)
 
         def with_texts(_shard: str, walks: list[dict]) -> list[dict]:
@@ -436,7 +441,7 @@ class Pipeline:
         cfg = self.config.answers
         stage = AnswerQuestions(_sampling(cfg, self.config.seed), cfg.prompt_version, cfg.samples)
         upstream = [self.fingerprints.get(s) for s in QUESTION_STAGES]
-        self._fingerprint("answers", cfg.model_dump(mode="json"), self._model_key(), stage.prompt_version,
+        self._fingerprint("answers", cfg.model_dump(mode="json"), self._model_key(), _request_shape(stage),
                           upstream, self.config.seed)
         shards = []
         for source in QUESTION_STAGES:

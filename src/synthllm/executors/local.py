@@ -25,7 +25,7 @@ ShardSource = Iterable[tuple[str, Callable[[], list[dict]], int]]
 
 def _requests_for(stage: ModelStage, record: dict) -> list[ChatRequest]:
     messages = stage.build(record)
-    return [ChatRequest.from_messages(messages, stage.sampling, sample_index)
+    return [ChatRequest.from_messages(messages, stage.sampling, sample_index, stage.prefill)
             for sample_index in range(stage.n_samples)]
 
 
@@ -121,6 +121,26 @@ def process_shard(stage: ModelStage, records: list[dict], backend: Backend, cach
     return outputs, rejects, counts
 
 
+def pending_shards(stage_name: str, shards: ShardSource, store: RunStore, this_run: dict,
+                   progress: StageProgress | None = None, should_stop: Callable[[], bool] | None = None):
+    """The shards still to run, for any executor.
+
+    Committed shards are skipped and counted in ``this_run["resumed_records"]``;
+    iteration ends early, with ``this_run["stopped"]`` set, once ``should_stop``
+    says so.
+    """
+    for shard, load, size in shards:
+        if store.is_committed(stage_name, shard):
+            this_run["resumed_records"] += size
+            if progress:
+                progress.skip(size)
+            continue
+        if should_stop is not None and should_stop():
+            this_run["stopped"] = True
+            return
+        yield shard, load, size
+
+
 def run_model_stage(stage: ModelStage, shards: ShardSource, store: RunStore, backend: Backend,
                     cache: ResponseCache | None, progress: StageProgress | None = None,
                     extra_fields: dict | None = None, should_stop: Callable[[], bool] | None = None) -> dict:
@@ -133,15 +153,7 @@ def run_model_stage(stage: ModelStage, shards: ShardSource, store: RunStore, bac
     returns early with ``this_run["stopped"]`` set (committed work stays).
     """
     this_run = {"model_calls": 0, "cached": 0, "resumed_records": 0, "stopped": False}
-    for shard, load, size in shards:
-        if store.is_committed(stage.name, shard):
-            this_run["resumed_records"] += size
-            if progress:
-                progress.skip(size)
-            continue
-        if should_stop is not None and should_stop():
-            this_run["stopped"] = True
-            break
+    for shard, load, _size in pending_shards(stage.name, shards, store, this_run, progress, should_stop):
         outputs, rejects, counts = process_shard(stage, load(), backend, cache, extra_fields, progress)
         store.commit_shard(stage.name, shard, outputs, rejects, counts)
         this_run["model_calls"] += counts["model_calls"]

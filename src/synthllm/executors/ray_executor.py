@@ -52,7 +52,7 @@ from ..llm.cache import ResponseCache, default_cache_path
 from ..progress import StageProgress
 from ..stages.base import ModelStage
 from ..store import RunStore
-from .local import ShardSource, process_shard
+from .local import ShardSource, pending_shards, process_shard
 
 BackendFactory = Callable[[], Backend]
 """A picklable zero-argument callable that builds a backend inside a Ray worker."""
@@ -279,15 +279,7 @@ def run_model_stage_ray(stage: ModelStage, shards: ShardSource, store: RunStore,
         return actor.run_shard.remote(stage_ref, str(store.root), cache_path, shard, records, extra_fields)
 
     try:
-        for shard, load, size in shards:
-            if store.is_committed(stage.name, shard):
-                this_run["resumed_records"] += size
-                if progress:
-                    progress.skip(size)
-                continue
-            if should_stop is not None and should_stop():
-                this_run["stopped"] = True
-                break
+        for shard, load, size in pending_shards(stage.name, shards, store, this_run, progress, should_stop):
             if pool is None:
                 pool = _worker_pool(ray, factory, config)
             while not pool.has_free():

@@ -93,7 +93,9 @@ def load_reference_model(model: str = DEFAULT_MODEL, device: str = "cpu"):
     """Load (model, tokenizer) for scoring or generation; tokenizer pads on the left."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as transformers_logging
 
+    transformers_logging.disable_progress_bar()  # loading takes ~1 s; its bar is noise in our output
     with _load_lock:
         folder = resolve_model_path(model)
         tokenizer = AutoTokenizer.from_pretrained(folder)

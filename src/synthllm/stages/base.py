@@ -86,6 +86,10 @@ class QuestionStage(ModelStage):
     max_source_chars : source text (document or each reference) is cut to this length in the prompt.
     """
 
+    # Every format starts its first block this way (fields may come in any order after it);
+    # opening a "Selected Concepts: [" list instead lets small models loop inside it.
+    prefill = "<Q1>\nQuestion:"
+
     def __init__(self, sampling: Sampling, prompt_version: str | None = None, max_questions: int = 5,
                  max_source_chars: int = 6000):
         self.max_questions = max_questions

@@ -19,7 +19,6 @@ class Level1Questions(QuestionStage):
 
     name = "level1"
     template_name = "level1"
-    prefill = "<Q1>\nQuestion:"
 
     def build(self, record: Record) -> list[dict]:
         return self.template.render(document=truncate_text(record["text"], self.max_source_chars),

@@ -18,7 +18,6 @@ class Level2Questions(QuestionStage):
 
     name = "level2"
     template_name = "level2"
-    prefill = "<Q1>\nSelected Concepts: ["
 
     def build(self, record: Record) -> list[dict]:
         return self.template.render(document=truncate_text(record["text"], self.max_source_chars),

@@ -19,7 +19,6 @@ class Level3Questions(QuestionStage):
 
     name = "level3"
     template_name = "level3"
-    prefill = "<Q1>\nSelected Concepts: ["
 
     def build(self, record: Record) -> list[dict]:
         refs = [truncate_text(r["text"], self.max_source_chars) for r in record["references"]]
