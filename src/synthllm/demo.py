@@ -26,7 +26,7 @@ def demo_config(docs: int, corpus: Path | None = None, model: str | None = None)
         "filter": {"enabled": False},
         "concepts": {"max_tokens": 200, "max_document_chars": 1500, "temperature": 0.2},
         "level1": {"max_tokens": 128, "max_document_chars": 1500, "temperature": 0.4, "questions_per_document": 1},
-        "level2": {"max_tokens": 200, "max_document_chars": 1500, "temperature": 0.4, "questions_per_document": 2},
+        "level2": {"max_tokens": 256, "max_document_chars": 1500, "temperature": 0.8, "questions_per_document": 3},
         "level3": {"max_tokens": 160, "temperature": 0.4, "max_walks": max(2, docs // 2), "questions_per_walk": 1,
                    "max_reference_chars": 700},
         "answers": {"max_tokens": 128, "temperature": 0.3},
