@@ -69,3 +69,14 @@ def test_bad_input_gives_a_one_line_error(tmp_path):
     assert result.exit_code == 2 and "no such file or folder" in result.output
     result = runner.invoke(app, ["stats", str(tmp_path)])
     assert result.exit_code == 2 and "not a graph folder" in result.output
+
+
+def test_build_from_a_run_folder_skips_shard_rejects(tmp_path):
+    from synthllm.graph import concept_record_files
+
+    stage = tmp_path / "run" / "stages" / "concepts"
+    stage.mkdir(parents=True)
+    (stage / "part-00000.jsonl").write_text('{"doc_id": "d", "topics": [{"topic": "t", "concepts": ["a", "b"]}]}\n')
+    (stage / "part-00000.rejects.jsonl").write_text('{"id": "e", "kind": "unparsable"}\n')
+    assert concept_record_files([tmp_path / "run"]) == [stage / "part-00000.jsonl"]
+    assert concept_record_files([stage]) == [stage / "part-00000.jsonl"]

@@ -87,7 +87,8 @@ def concept_record_files(inputs: Iterable[str | Path]) -> list[Path]:
     """The JSONL files named by a list of files and run folders.
 
     A folder stands for its ``stages/concepts/part-*.jsonl`` shards (or, when it
-    has none, for the ``*.jsonl`` files directly inside it).
+    has none, for the ``*.jsonl`` files directly inside it); shard rejects
+    (``*.rejects.jsonl``) are left out.
 
     Parameters
     ----------
@@ -102,7 +103,10 @@ def concept_record_files(inputs: Iterable[str | Path]) -> list[Path]:
     files: list[Path] = []
     for item in map(Path, inputs):
         if item.is_dir():
-            shards = sorted((item / "stages" / "concepts").glob("part-*.jsonl")) or sorted(item.glob("*.jsonl"))
+            # a stage folder also holds each shard's rejects (inputs without concepts): not records
+            shards = [path for path in (sorted((item / "stages" / "concepts").glob("part-*.jsonl"))
+                                        or sorted(item.glob("*.jsonl")))
+                      if not path.name.endswith(".rejects.jsonl")]
             if not shards:
                 raise FileNotFoundError(f"{item}: no stages/concepts/part-*.jsonl and no *.jsonl files")
             files.extend(shards)
