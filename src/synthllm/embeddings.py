@@ -37,8 +37,10 @@ def resolve_embedder_path(name_or_path: str = DEFAULT_EMBEDDER) -> str:
 def load_embedder(name_or_path: str = DEFAULT_EMBEDDER):
     try:
         from sentence_transformers import SentenceTransformer
+        from transformers.utils import logging as transformers_logging
     except ImportError as exc:  # pragma: no cover - depends on the install
         raise RuntimeError("embeddings need sentence-transformers: pip install 'synthllm[embeddings]'") from exc
+    transformers_logging.disable_progress_bar()  # the weights load in a second; the bar is noise
     return SentenceTransformer(resolve_embedder_path(name_or_path), device="cpu")
 
 
