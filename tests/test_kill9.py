@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from conftest import REPO
+from testdata import REPO
 
 RUNNER = Path(__file__).parent / "kill_runner.py"
 

@@ -14,7 +14,7 @@ SAMPLE = "src/synthllm/data/openstax_sample.jsonl"
 
 
 def make_config(tmp_path, **overrides):
-    from conftest import REPO
+    from testdata import REPO
 
     base = {"input": {"path": str(REPO / SAMPLE), "limit": 10}, "shard_size": 4, "filter": {"enabled": False},
             "level3": {"max_walks": 8}, "decontamination": {"use_shared_benchmarks": False}}
@@ -218,7 +218,7 @@ NON_MATH = [
 
 
 def test_domain_filter_drops_off_topic_documents_and_counts_them(tmp_path):
-    from conftest import REPO
+    from testdata import REPO
 
     corpus = tmp_path / "mixed.jsonl"
     math_lines = (REPO / SAMPLE).read_text().splitlines()[:12]

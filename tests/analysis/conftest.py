@@ -10,21 +10,7 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-SHARED = Path(os.environ.get("SYNTHLLM_DATA", "/work/shared/data"))
-MATH_DOCS = SHARED / "corpus" / "openstax_math.jsonl"
-NONMATH_DOCS = SHARED / "corpus" / "nonmath.jsonl"
-GSM8K_TRAIN = SHARED / "gsm8k" / "train.jsonl"
-
-
-def read_jsonl(path: Path, limit: int | None = None) -> list[dict]:
-    """The first ``limit`` JSON records of a file."""
-    records = []
-    with open(path, encoding="utf-8") as handle:
-        for line in handle:
-            if limit is not None and len(records) >= limit:
-                break
-            records.append(json.loads(line))
-    return records
+from testdata import GSM8K_TRAIN, MATH_DOCS, SHARED_DATA as SHARED, read_jsonl  # noqa: E402,F401
 
 
 def _write_jsonl(path: Path, records: list[dict]) -> None:

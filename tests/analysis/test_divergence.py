@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from conftest import GSM8K_TRAIN, MATH_DOCS, NONMATH_DOCS, read_jsonl
+from testdata import GSM8K_TRAIN, MATH_DOCS, NONMATH_DOCS, read_jsonl
 from synthllm.analysis.divergence import classifier_tv, curation_tv, mmd_rbf
 
 

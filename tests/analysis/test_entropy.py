@@ -4,7 +4,7 @@ import importlib.util
 
 import pytest
 
-from conftest import GSM8K_TRAIN, MATH_DOCS, read_jsonl
+from testdata import GSM8K_TRAIN, MATH_DOCS, read_jsonl
 
 pytestmark = pytest.mark.model
 
