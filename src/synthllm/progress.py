@@ -9,7 +9,8 @@ from rich.console import Console
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn,
                            TimeElapsedColumn, TimeRemainingColumn)
 
-console = Console(stderr=True)
+# soft_wrap: never break a message (paths in it must stay copyable); the terminal wraps if it must
+console = Console(stderr=True, soft_wrap=True)
 
 
 class StageProgress:
