@@ -61,16 +61,19 @@ class ConceptsConfig(GenerationConfig):
     max_document_chars: int = Field(6000, ge=200, description="Documents are cut to this many characters in the prompt (at a paragraph or sentence end when possible).")
 
 
-class Level1Config(GenerationConfig):
+class _DocumentQuestionsConfig(GenerationConfig):
+    """What the two one-document question levels share."""
+
+    questions_per_document: int = Field(5, ge=1, le=5, description="Ask for at most this many questions per document (SPEC: 1-5).")
+    max_document_chars: int = Field(6000, ge=200, description="Document characters shown in the prompt.")
+
+
+class Level1Config(_DocumentQuestionsConfig):
     enabled: bool = Field(True, description="Generate Level-1 questions (direct extraction from one document).")
-    questions_per_document: int = Field(5, ge=1, le=5, description="Ask for at most this many questions per document (SPEC: 1-5).")
-    max_document_chars: int = Field(6000, ge=200, description="Document characters shown in the prompt.")
 
 
-class Level2Config(GenerationConfig):
+class Level2Config(_DocumentQuestionsConfig):
     enabled: bool = Field(True, description="Generate Level-2 questions (recombined concepts of one document).")
-    questions_per_document: int = Field(5, ge=1, le=5, description="Ask for at most this many questions per document (SPEC: 1-5).")
-    max_document_chars: int = Field(6000, ge=200, description="Document characters shown in the prompt.")
 
 
 class Level3Config(GenerationConfig):
