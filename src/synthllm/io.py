@@ -172,14 +172,29 @@ def truncate_text(text: str, max_chars: int) -> str:
     return head.rstrip()
 
 
-def write_jsonl(path: Path, records) -> None:
-    with open(path, "w", encoding="utf-8") as handle:
-        for record in records:
-            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+class JsonlError(ValueError):
+    """A JSONL line that is not a JSON object; the message is ``file:line: reason``."""
 
 
-def read_jsonl(path: Path) -> Iterator[dict]:
+def iter_jsonl(path: str | Path) -> Iterator[dict]:
+    """The JSON objects of a JSONL file, in order; blank lines are skipped.
+
+    Raises :class:`JsonlError` at the first line that is not a JSON object
+    (use :func:`read_documents` to skip and count bad lines instead).
+    """
     with open(path, encoding="utf-8") as handle:
-        for line in handle:
-            if line.strip():
-                yield json.loads(line)
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise JsonlError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
+            if not isinstance(record, dict):
+                raise JsonlError(f"{path}:{number}: expected a JSON object, got {type(record).__name__}")
+            yield record
+
+
+def read_jsonl(path: str | Path) -> list[dict]:
+    """All JSON objects of a JSONL file (see :func:`iter_jsonl`)."""
+    return list(iter_jsonl(path))

@@ -103,4 +103,4 @@ def test_cli_report_bad_dataset_line_names_file_and_line(tmp_path):
     (tmp_path / "dataset.jsonl").write_text('{"level": 1, "question": "q", "answer": "a"}\n{oops\n')
     result = CliRunner().invoke(app, ["report", str(tmp_path), "--no-lm"])
     assert result.exit_code == 2
-    assert "dataset.jsonl: line 2: invalid JSON" in result.output
+    assert "dataset.jsonl:2: not valid JSON" in result.output

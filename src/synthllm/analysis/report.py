@@ -19,6 +19,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from ..io import JsonlError, iter_jsonl
 from . import diversity
 from .divergence import classifier_tv, curation_tv, mmd_rbf
 
@@ -40,17 +41,10 @@ def _read_json(path: Path) -> Any:
 
 
 def _iter_jsonl(path: Path) -> Iterator[dict]:
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise RunFolderError(f"{path}: line {number}: invalid JSON ({exc.msg})") from None
-            if not isinstance(record, dict):
-                raise RunFolderError(f"{path}: line {number}: expected a JSON object")
-            yield record
+    try:
+        yield from iter_jsonl(path)
+    except JsonlError as exc:
+        raise RunFolderError(str(exc)) from None
 
 
 def _optional_jsonl(path: Path) -> list[dict] | None:

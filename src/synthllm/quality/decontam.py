@@ -43,7 +43,6 @@ one exactly.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from dataclasses import dataclass, field
@@ -51,6 +50,8 @@ from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
+
+from ..io import read_jsonl
 
 Record = dict[str, Any]
 
@@ -211,40 +212,6 @@ class _TokenStream:
         combined = _kgram_hashes(self.hashes if numbers_replaced else self.raw_hashes, ngram)
         inside = np.flatnonzero(self.text_of_token[:len(combined)] == self.text_of_token[ngram - 1:])
         return combined[inside], inside
-
-
-
-def read_jsonl(path: str | Path) -> list[Record]:
-    """Read a JSONL file of objects.
-
-    Parameters
-    ----------
-    path : str or Path
-        The file.
-
-    Returns
-    -------
-    list of dict
-        One dict per non-blank line.
-
-    Raises
-    ------
-    ValueError
-        ``"<path>:<line>: ..."`` when a line is not a JSON object.
-    """
-    rows = []
-    with open(path, encoding="utf-8") as handle:
-        for line_number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}:{line_number}: not valid JSON ({exc.msg})") from None
-            if not isinstance(row, dict):
-                raise ValueError(f"{path}:{line_number}: expected a JSON object, got {type(row).__name__}")
-            rows.append(row)
-    return rows
 
 
 @dataclass(frozen=True)
