@@ -10,9 +10,7 @@ import pytest
 
 from scripted import respond
 from synthllm import Pipeline, load_config
-from synthllm.executors import ray_executor
-from synthllm.executors.ray_executor import (RayNotInstalled, per_worker_config, ray_map_shards,
-                                             run_model_stage_ray, use_backend_factory)
+from synthllm.executors.ray_executor import RayNotInstalled, ray_map, run_model_stage_ray, use_backend_factory
 from synthllm.llm.scripted import ScriptedBackend
 from synthllm.store import RunStore
 
@@ -46,7 +44,6 @@ def ray_cluster():
         else:
             os.environ["PYTHONPATH"] = saved
     yield ray
-    ray_executor.shutdown_workers()
     ray.shutdown()
 
 
@@ -87,10 +84,21 @@ def dies_once(marker: str, messages):
     return respond(messages)
 
 
+def fails_on_empty(items: list) -> int:
+    if not items:
+        raise ValueError("an empty shard")
+    return len(items)
+
+
 @needs_ray
-def test_ray_map_shards_keeps_input_order(tmp_path, ray_cluster):
-    # first in the module: it uses the workers Ray starts with, before the model workers take the CPUs
-    assert ray_map_shards(len, [[1] * n for n in (3, 0, 5, 1)], make_config(), num_cpus=0.5) == [3, 0, 5, 1]
+def test_ray_map_keeps_input_order_and_raises_worker_errors_as_themselves(tmp_path, ray_cluster):
+    seen = []
+    assert ray_map(len, [[1] * n for n in (3, 0, 5, 1)], make_config(),
+                   on_result=lambda index, result: seen.append((index, result))) == [3, 0, 5, 1]
+    assert sorted(seen) == [(0, 3), (1, 0), (2, 5), (3, 1)]
+    with pytest.raises(ValueError, match="an empty shard") as raised:
+        ray_map(fails_on_empty, [[1], []], make_config())
+    assert "raised in a Ray worker" in "".join(raised.value.__notes__)
 
 
 @needs_ray
@@ -149,15 +157,6 @@ def test_a_worker_killed_mid_stage_is_restarted_and_nothing_is_lost_or_repeated(
     assert answers["model_calls"] == reference["model_calls"] - 2
     ids = [r["id"] for r in RunStore(tmp_path / "ray").iter_records("answers")]
     assert len(ids) == len(set(ids)) == reference["out"]
-
-
-def test_limits_are_split_over_the_workers(tmp_path):
-    config = make_config(llm={"backend": "openai", "max_concurrency": 10, "rpm": 600, "tpm": 1000},
-                         ray={"num_workers": 3})
-    share = per_worker_config(config).llm
-    assert (share.max_concurrency, share.rpm, share.tpm) == (3, 200, 333)
-    assert config.llm.rpm == 600  # the caller's config is unchanged
-    assert per_worker_config(make_config(llm={"rpm": None})).llm.rpm is None
 
 
 def test_without_ray_the_error_says_what_to_install(tmp_path, monkeypatch):

@@ -1,5 +1,9 @@
 """The last step: answered questions → dedup → decontamination → dataset files.
 
+Map (per shard, on the configured executor): dataset rows, dedup signatures,
+benchmark look-ups. Reduce (here): LSH clustering in record order, dropping
+the contaminated rows dedup kept.
+
 Writes ``dataset.parquet`` and ``dataset.jsonl`` (same rows), and the removed
 samples with their reasons in ``quality/dedup.jsonl`` and
 ``quality/decontam.jsonl``. A disabled check still appears in the counts (with
@@ -9,13 +13,16 @@ reconciles.
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
+from typing import Callable
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .config import Config
+from .executors import map_items
 from .quality.decontam import shared_data_dir
 from .store import RunStore, atomic_write_text, jsonl_text
 
@@ -63,20 +70,12 @@ def dataset_row(record: dict) -> dict:
     }
 
 
-def _dedup(rows: list[dict], config: Config) -> tuple[list[dict], list[dict]]:
-    if not config.dedup.enabled:
-        return rows, []
-    from .quality import deduplicate
-
-    cfg = config.dedup
-    return deduplicate(rows, text_key="question", threshold=cfg.threshold, num_perm=cfg.num_perm, ngram=cfg.ngram)
-
-
-def _decontaminate(rows: list[dict], config: Config) -> tuple[list[dict], list[dict], list[str]]:
+def _decontaminator(config: Config):
+    """The configured :class:`~synthllm.quality.Decontaminator` (its index built once, here) and its benchmark names."""
     cfg = config.decontamination
     data = shared_data_dir() if cfg.use_shared_benchmarks else None
     if not cfg.enabled or (not cfg.benchmarks and data is None):
-        return rows, [], []
+        return None, []
     from .quality import BenchmarkSpec, Decontaminator, shared_benchmark_specs
 
     specs = [BenchmarkSpec(b.name, b.path, list(b.fields)) for b in cfg.benchmarks]
@@ -85,15 +84,65 @@ def _decontaminate(rows: list[dict], config: Config) -> tuple[list[dict], list[d
     for spec in specs:
         if not Path(spec.path).is_file():
             raise FileNotFoundError(f"{spec.path}: benchmark file for decontamination not found")
-    kept, removed = Decontaminator(specs, ngram=cfg.ngram).filter(rows, fields=("question", "answer"))
-    return kept, removed, [s.name for s in specs]
+    return Decontaminator(specs, ngram=cfg.ngram), [s.name for s in specs]
+
+
+class CheckShard:
+    """Curation's map step on one shard of answered questions (picklable, so it runs on Ray workers too).
+
+    Returns the shard's dataset rows, their dedup signatures (``None`` with
+    dedup off) and the decontamination matches of every row. The reduce step
+    in :func:`curate_dataset` clusters the signatures over the whole dataset
+    and keeps the matches of the rows dedup kept.
+
+    Parameters
+    ----------
+    config : run configuration (the ``dedup`` section).
+    decontaminator : the benchmark index, or ``None`` when decontamination is off.
+    """
+
+    fields = ("question", "answer")
+
+    def __init__(self, config: Config, decontaminator):
+        self.dedup = config.dedup
+        self.decontaminator = decontaminator
+
+    def __call__(self, load: Callable[[], list[dict]]) -> tuple[list[dict], list | None, list[dict]]:
+        rows = [dataset_row(r) for r in load()]
+        signatures = None
+        if self.dedup.enabled:
+            from .quality import text_signatures
+
+            signatures = text_signatures([str(r["question"] or "") for r in rows], self.dedup.num_perm,
+                                         self.dedup.ngram)
+        matches = self.decontaminator.filter(rows, fields=self.fields)[1] if self.decontaminator else []
+        return rows, signatures, matches
 
 
 def curate_dataset(store: RunStore, config: Config) -> dict:
-    """Dedup and decontaminate the answered questions and write the dataset; returns counts."""
-    rows = [dataset_row(r) for r in store.iter_records("answers")]
-    kept, dup_removed = _dedup(rows, config)
-    clean, contaminated, benchmarks = _decontaminate(kept, config)
+    """Dedup and decontaminate the answered questions and write the dataset; returns counts.
+
+    The per-record work (signatures, benchmark look-ups) runs per shard on the
+    configured executor; the clustering and the files are written here.
+    """
+    decontaminator, benchmarks = _decontaminator(config)
+    loaders = [functools.partial(store.read_shard, "answers", name) for name in store.shards("answers")]
+    rows, signatures, matches = [], [], []
+    for shard_rows, shard_signatures, shard_matches in map_items(CheckShard(config, decontaminator), loaders, config):
+        rows += shard_rows
+        signatures += shard_signatures or []
+        matches += shard_matches
+    kept, dup_removed = rows, []
+    if config.dedup.enabled:
+        from .quality import deduplicate
+
+        cfg = config.dedup
+        kept, dup_removed = deduplicate(rows, text_key="question", threshold=cfg.threshold, num_perm=cfg.num_perm,
+                                        ngram=cfg.ngram, signatures=signatures)
+    kept_ids = {r["id"] for r in kept}
+    contaminated = [m for m in matches if m["id"] in kept_ids]
+    contaminated_ids = {m["id"] for m in contaminated}
+    clean = [r for r in kept if r["id"] not in contaminated_ids]
     store.write_jsonl("quality/dedup.jsonl", dup_removed)
     store.write_jsonl("quality/decontam.jsonl", contaminated)
     write_dataset(store.root, clean)

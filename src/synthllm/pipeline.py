@@ -32,8 +32,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
+import numpy as np
+
 from . import __version__
 from .config import Config
+from .executors import map_items
 from .executors.local import run_model_stage
 from .io import InputError, ReadStats, read_documents
 from .llm.base import Backend, Sampling
@@ -83,8 +86,12 @@ class DocumentTexts:
     """id → text of every input document, in an SQLite file of the run (Level-3 needs random access)."""
 
     def __init__(self, path: Path):
+        self.path = path
         self._conn = sqlite3.connect(path)
         self._conn.execute("CREATE TABLE IF NOT EXISTS docs (id TEXT PRIMARY KEY, text TEXT NOT NULL)")
+
+    def __reduce__(self):  # a Ray worker that unpickles it opens its own connection to the same file
+        return DocumentTexts, (self.path,)
 
     def add(self, documents: Iterable[dict]) -> None:
         with self._conn:
@@ -106,6 +113,7 @@ class Shard:
     name: str
     load: Callable[[], list[dict]]
     size: int
+    ids: list[str] | None = None  # for a sample of documents: the chosen ids, in document order
 
     def __iter__(self):  # lets a Shard unpack as the executor's (name, load, size)
         return iter((self.name, self.load, self.size))
@@ -167,12 +175,13 @@ class Pipeline:
 
     def _shards_of(self, stage: str, transform: Callable[[str, list[dict]], list[dict]] | None = None,
                    prefix: str = "") -> list[Shard]:
-        shards = []
+        # the loaders close over the store, never over the pipeline: Ray pickles them to its workers
+        store, shards = self.store, []
         for name in self.store.shards(stage):
-            size = json.loads((self.store.stage_dir(stage) / f"{name}.done.json").read_text())["out"]
+            size = store.shard_counts(stage, name)["out"]
 
             def load(name=name):
-                records = self.store.read_shard(stage, name)
+                records = store.read_shard(stage, name)
                 return transform(name, records) if transform else records
 
             shards.append(Shard(prefix + name, load, size))
@@ -275,7 +284,7 @@ class Pipeline:
         cannot be trusted: every document is kept and the manifest says why.
         """
         from .quality import DomainScorer, load_ratings
-        from .quality.domain_filter import embed_documents
+        from .stages.filter import ScoreShard, embed_shard
         from .stages.rate import RateDocuments
 
         cfg = self.config.filter
@@ -292,35 +301,27 @@ class Pipeline:
             stage = RateDocuments(_sampling(cfg, self.config.seed), cfg.prompt_version, cfg.domain,
                                   cfg.max_document_chars)
             self._fingerprint("rate", self.fingerprints["filter"], _request_shape(stage))
-            self._run_stage(stage, self._rating_sample(cfg.sample_size), "rate")
+            self._run_stage(stage, self._document_sample(lambda ids: set(random.Random(self.config.seed).sample(
+                ids, min(cfg.sample_size, len(ids))))), "rate")
             ratings = {r["id"]: r["rating"] for r in self.store.iter_records("rate")}
-        rated = [d for d in self.store.iter_records("documents") if d["id"] in ratings]
+        rated_shards = self._document_sample(lambda ids: set(ids) & ratings.keys())
+        rated = [doc_id for shard in rated_shards for doc_id in shard.ids]
         summary = {**empty_counts(), "threshold": cfg.threshold, "ratings": len(rated)}
         scorer = None
         if len(rated) >= cfg.min_ratings:
-            scorer = DomainScorer(random_state=self.config.seed).fit(
-                embed_documents(rated), [ratings[d["id"]] for d in rated])
+            with console.status("filter: embedding the rated documents ..."):
+                embeddings = map_items(embed_shard, [s.load for s in rated_shards], self.config)
+            scorer = DomainScorer(random_state=self.config.seed).fit(np.vstack(embeddings),
+                                                                     [ratings[doc_id] for doc_id in rated])
             summary["scorer_cv"] = scorer.cv_report
         else:
             summary["applied"] = False
             summary["reason"] = f"only {len(rated)} usable ratings (min_ratings {cfg.min_ratings}): every document kept"
             console.print(f"[yellow]filter: {summary['reason']}[/]")
-        for name in self.store.shards("documents"):
-            if self.store.is_committed("filter", name):  # the scorer is seeded: same scores as before
-                continue
-            docs = self.store.read_shard("documents", name)
-            scores = scorer.predict(embed_documents(docs)) if scorer is not None else None
-            kept, rejects = [], []
-            for position, doc in enumerate(docs):
-                score = None if scores is None else round(float(scores[position]), 4)
-                if score is None or score > cfg.threshold:
-                    kept.append({**doc, "domain_score": score})
-                else:
-                    rejects.append({"id": doc["id"], "kind": "filtered", "score": score,
-                                    "reason": f"domain score {score} <= threshold {cfg.threshold}"})
-            n = len(docs)
-            self.store.commit_shard("filter", name, kept, rejects,
-                                    {**empty_counts(), "in": n, "ok": n, "out": len(kept), "removed": len(rejects)})
+        shards = self._shards_of("documents")
+        with stage_progress("filter", sum(s.size for s in shards), self.show_progress) as progress:
+            map_items(ScoreShard(str(self.store.root), scorer, cfg.threshold), [(s.name, s.load) for s in shards],
+                      self.config, on_result=lambda index, _counts: progress.advance(shards[index].size))
         counts = self.store.stage_counts("filter")
         summary.update({key: counts[key] for key in ("in", "out", "removed")})
         summary["kept_share"] = round(summary["out"] / summary["in"], 4) if summary["in"] else None
@@ -329,17 +330,26 @@ class Pipeline:
         self._record("filter", summary)
         return summary
 
-    def _rating_sample(self, size: int) -> list[Shard]:
-        """A seeded random sample of documents, as shards named after their document shards."""
-        ids = [d["id"] for d in self.store.iter_records("documents")]
-        chosen = set(random.Random(self.config.seed).sample(ids, min(size, len(ids))))
-        shards = []
-        for shard in self._shards_of("documents"):
-            def load(shard=shard):
-                return [d for d in shard.load() if d["id"] in chosen]
+    def _document_sample(self, choose: Callable[[list[str]], set[str]]) -> list[Shard]:
+        """The documents whose ids ``choose(all ids)`` returns, as shards named after their document shards.
 
-            shards.append(Shard(shard.name, load, len(load())))
-        return [s for s in shards if s.size]
+        Each shard also gets ``ids``: its chosen ids in document order.
+        """
+        store = self.store
+        by_shard = {name: [d["id"] for d in store.read_shard("documents", name)] for name in store.shards("documents")}
+        chosen = choose([doc_id for ids in by_shard.values() for doc_id in ids])
+        shards = []
+        for name, ids in by_shard.items():
+            mine = [doc_id for doc_id in ids if doc_id in chosen]
+            if not mine:
+                continue
+            wanted = frozenset(mine)
+
+            def load(name=name, wanted=wanted):
+                return [d for d in store.read_shard("documents", name) if d["id"] in wanted]
+
+            shards.append(Shard(name, load, len(mine), mine))
+        return shards
 
     def concepts(self) -> dict:
         cfg = self.config.concepts
@@ -363,8 +373,10 @@ class Pipeline:
         self._fingerprint("level2", cfg.model_dump(mode="json"), self._model_key(), _request_shape(stage),
                           self.fingerprints["concepts"], self.config.seed)
 
+        texts = self.texts
+
         def with_text(_shard: str, concepts: list[dict]) -> list[dict]:
-            return [{**c, "text": self.texts.get(c["doc_id"])} for c in concepts]
+            return [{**c, "text": texts.get(c["doc_id"])} for c in concepts]
 
         return self._run_stage(stage, self._shards_of("concepts", with_text), "level2")
 
@@ -431,8 +443,10 @@ class Pipeline:
         self._fingerprint("level3", cfg.model_dump(mode="json"), self._model_key(), _request_shape(stage),
                           self.fingerprints["walks"], self.config.seed)
 
+        texts = self.texts
+
         def with_texts(_shard: str, walks: list[dict]) -> list[dict]:
-            return [{**w, "references": [{**r, "text": self.texts.get(r["doc_id"])} for r in w["references"]]}
+            return [{**w, "references": [{**r, "text": texts.get(r["doc_id"])} for r in w["references"]]}
                     for w in walks]
 
         return self._run_stage(stage, self._shards_of("walks", with_texts), "level3")
@@ -534,10 +548,6 @@ class Pipeline:
             self._texts.close()
         if self._backend is not None:
             self._backend.close()
-        if self.config.executor == "ray":
-            from .executors.ray_executor import shutdown_workers
-
-            shutdown_workers()  # Ray workers hold CPUs (or GPUs) and a loaded model until stopped
         self.cache.close()
 
 

@@ -84,6 +84,10 @@ class RunStore:
             return []
         return sorted(p.name[: -len(".done.json")] for p in folder.glob("*.done.json"))
 
+    def shard_counts(self, stage: str, shard: str) -> dict:
+        """The counts a committed shard was committed with."""
+        return json.loads((self.stage_dir(stage) / f"{shard}.done.json").read_text())
+
     def read_shard(self, stage: str, shard: str) -> list[dict]:
         with open(self.stage_dir(stage) / f"{shard}.jsonl", encoding="utf-8") as handle:
             return [json.loads(line) for line in handle if line.strip()]
@@ -103,7 +107,7 @@ class RunStore:
         """Counts summed over a stage's committed shards."""
         total = empty_counts()
         for shard in self.shards(stage):
-            counts = json.loads((self.stage_dir(stage) / f"{shard}.done.json").read_text())
+            counts = self.shard_counts(stage, shard)
             for key, value in counts.items():
                 if isinstance(value, (int, float)):
                     total[key] = total.get(key, 0) + value

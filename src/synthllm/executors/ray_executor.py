@@ -1,50 +1,54 @@
-"""Running a model stage over shards on a Ray cluster.
+"""Running per-shard work on a Ray cluster with Ray Data.
 
-The unit of work is the same as on one machine: :func:`~synthllm.executors.local.process_shard`
-on one shard. Here it runs inside a pool of Ray actors (``config.ray.num_workers``
-of them, each reserving ``num_cpus_per_worker`` CPUs and ``num_gpus_per_worker``
-GPUs). Each actor builds its own backend once, in its own process (a loaded
-model or an HTTP client is never pickled), and for every shard it is handed:
-opens the shared response cache (once per file), runs ``process_shard``, and commits the shard
-with :meth:`RunStore.commit_shard` into the run folder. Only the counts travel
-back to the driver. The driver skips committed shards, hands out the rest
-through :class:`ray.util.ActorPool` (at most one shard in flight per actor, so
-a large corpus is never loaded at once), asks ``should_stop`` before each new
-shard, and advances the progress bar as shards finish.
+The unit of work is the same as on one machine. For a model stage it is
+:func:`~synthllm.executors.local.process_shard` on one shard; for the steps
+without a model (filter scoring, dedup signatures, decontamination look-ups)
+it is the per-shard function the local executor calls in a loop. Here each
+shard is one row of a Ray Data dataset, and the work is a ``map_batches``
+transformation (``batch_size=1``) running in an actor pool of
+``ray.num_workers`` actors. The driver reads the results as they stream back
+(advancing the progress bar) and does the reduce steps itself.
 
-Why actors and not Ray Data's ``map_batches``: on this project's reference
-machine (2 shared cores) a Ray Data execution costs 14-23 s of fixed overhead
-per stage against 4-7 s for an actor pool, and the pipeline runs five to six
-stages; the work per shard is identical either way.
+Rows are small: a shard's name and its pickled loader. A worker loads its
+shard's records itself from the run folder (which, on a multi-node cluster,
+must be on a filesystem every node mounts at the same path), so the corpus
+never passes through the driver or the object store all at once.
+
+Model stages
+    Each actor builds its backend once, when it gets its first shard (a
+    loaded model or an HTTP client is never pickled), opens the shared
+    response cache, runs ``process_shard`` and commits the shard with
+    :meth:`RunStore.commit_shard`. Only the counts travel back. Ray Data
+    starts the actors for each stage and stops them when the stage ends, so
+    the resources are free for the next step; an embedded model is loaded
+    once per worker per stage.
 
 Resume and faults
     Shard commits are atomic renames, so concurrent commits from different
     actors are safe and a shard is either wholly committed or absent. The
     SQLite (WAL) response cache is written batch by batch from every actor.
-    A worker that dies (killed, OOM, segfault) is restarted by Ray
-    (``max_restarts``) and its shard is retried (``max_task_retries``); the
-    retry replays the replies the dead worker already cached. A driver that
-    dies takes its actors with it; re-running the same command skips the
-    committed shards and replays the cache, exactly as the local executor does.
+    A worker that dies (killed, OOM, segfault) is restarted by Ray Data and
+    its shard re-run there; the retry replays the replies the dead worker had
+    cached, and a shard the dead worker had already committed is not redone.
+    A driver that dies takes its actors with it; re-running the same command
+    skips the committed shards and replays the cache, as the local executor
+    does.
 
-Backends
-    Actors build their backend with ``backend_factory()``. By default that is
-    :func:`synthllm.pipeline.make_backend` on :func:`per_worker_config`, which
-    divides the OpenAI backend's ``max_concurrency``, ``rpm`` and ``tpm`` by
-    ``num_workers`` so the cluster as a whole keeps the configured limits.
-    Tests (or a dry run) can pass ``backend_factory`` or register one with
-    :func:`use_backend_factory`; it must be picklable (a top-level function or
-    a :func:`functools.partial` of one).
+Errors
+    An exception raised by the work on a shard (a bug, a backend that refuses
+    every request) is sent back as a result and raised in the driver as
+    itself, with the worker's traceback as a note; the stage stops there and
+    committed shards stay.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
-import json
+import logging
+import traceback
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, TypeVar
+from typing import Callable, Iterator, Sequence, TypeVar
 
 from ..config import Config
 from ..llm.base import Backend
@@ -56,9 +60,6 @@ from .local import ShardSource, pending_shards, process_shard
 
 BackendFactory = Callable[[], Backend]
 """A picklable zero-argument callable that builds a backend inside a Ray worker."""
-
-#: how often Ray restarts a dead worker and re-runs the shard it held
-MAX_RESTARTS = 3
 
 INSTALL_HINT = "executor 'ray' needs Ray: pip install 'synthllm[ray]'  (or: pip install 'ray[data]')"
 
@@ -73,6 +74,7 @@ class RayNotInstalled(ImportError):
 def _import_ray():
     try:
         import ray
+        import ray.data  # noqa: F401  (the extra is ray[data]; plain ray lacks it)
     except ImportError:
         raise RayNotInstalled(INSTALL_HINT) from None
     return ray
@@ -80,6 +82,10 @@ def _import_ray():
 
 def connect(config: Config) -> None:
     """Join the Ray cluster named by ``config.ray.address``, unless this process is connected already.
+
+    Also quietens Ray Data for this driver: synthllm draws its own progress
+    bars and stage summaries, so Ray Data's bars and per-execution log lines
+    would only repeat them.
 
     Parameters
     ----------
@@ -93,37 +99,100 @@ def connect(config: Config) -> None:
             ray.init(include_dashboard=False)  # a local Ray for this run; its dashboard would need extra packages
         else:
             ray.init(address=config.ray.address)
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False
+    context.print_on_execution_start = False
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
 
 
-def per_worker_config(config: Config) -> Config:
-    """``config`` with the OpenAI backend's limits split evenly over the workers.
+class _ShardError:
+    """An exception raised by the work on one item, carried back to the driver as a result."""
 
-    ``max_concurrency``, ``rpm`` and ``tpm`` become ``max(1, limit // num_workers)``,
-    so N workers together never exceed the configured limits (unless there
-    are more workers than the limit allows, where each still gets 1).
+    def __init__(self, error: BaseException):
+        self.error = error
+        self.worker_traceback = "".join(traceback.format_exception(error))
+
+    def raise_it(self):
+        self.error.add_note(f"raised in a Ray worker:\n{self.worker_traceback}")
+        raise self.error
+
+
+class _ApplyToRows:
+    """The Ray Data UDF: ``fn`` on each row's pickled item; ``fn`` is unpickled once per actor."""
+
+    def __init__(self, fn: Callable):
+        self.fn = fn
+
+    def __call__(self, batch: dict) -> dict:
+        from ray import cloudpickle
+
+        results = []
+        for item in batch["item"]:
+            try:
+                result = self.fn(cloudpickle.loads(item))
+            except Exception as error:  # noqa: BLE001  (re-raised in the driver as itself)
+                result = _ShardError(error)
+            results.append(cloudpickle.dumps(result))
+        return {"index": batch["index"], "result": results}
+
+
+def ray_map(fn: Callable[[T], R], items: Sequence[T], config: Config, num_cpus: float | None = None,
+            num_gpus: float = 0.0, on_result: Callable[[int, R], None] | None = None,
+            should_stop: Callable[[], bool] | None = None) -> list[R | None]:
+    """``[fn(item) for item in items]`` as a Ray Data ``map_batches`` over an actor pool; results in input order.
 
     Parameters
     ----------
-    config : the run configuration.
+    fn : picklable callable of one item; unpickled once per actor, so state it
+        builds lazily on its first call (a model, a client) serves every item
+        that actor gets.
+    items : the inputs, one dataset row each (pickled: keep them small, e.g.
+        a shard name and a loader that reads the shard in the worker).
+    config : run configuration: ``ray.address``, ``ray.num_workers`` (actors,
+        at most one per item), ``ray.num_cpus_per_worker`` (the default of ``num_cpus``).
+    num_cpus, num_gpus : resources each actor reserves.
+    on_result : called in the driver with ``(index, result)`` as each item finishes (any order).
+    should_stop : asked after each result; when it says yes, the items in
+        flight are abandoned and the unfinished ones are ``None`` in the result.
 
     Returns
     -------
-    A copy of ``config``; the original is not changed.
+    The results, in the order of ``items``.
+
+    Raises
+    ------
+    RayNotInstalled : when ``ray[data]`` cannot be imported.
+    Exception : the first exception ``fn`` raised in a worker, as itself.
     """
-    workers = config.ray.num_workers
-    llm = config.llm
-    share = {}
-    for limit in ("max_concurrency", "rpm", "tpm"):
-        value = getattr(llm, limit)
-        share[limit] = None if value is None else max(1, value // workers)
-    return config.model_copy(update={"llm": llm.model_copy(update=share)})
+    results: list[R | None] = [None] * len(items)
+    if not items:
+        return results
+    ray = _import_ray()
+    connect(config)
+    from ray import cloudpickle
+
+    rows = [{"index": index, "item": cloudpickle.dumps(item)} for index, item in enumerate(items)]
+    dataset = ray.data.from_items(rows, override_num_blocks=len(rows)).map_batches(
+        _ApplyToRows, fn_constructor_kwargs={"fn": fn}, batch_size=1,
+        compute=ray.data.ActorPoolStrategy(size=min(config.ray.num_workers, len(rows))),
+        num_cpus=config.ray.num_cpus_per_worker if num_cpus is None else num_cpus, num_gpus=num_gpus)
+    for row in dataset.iter_rows():
+        result = cloudpickle.loads(row["result"])
+        if isinstance(result, _ShardError):
+            result.raise_it()
+        results[row["index"]] = result
+        if on_result is not None:
+            on_result(row["index"], result)
+        if should_stop is not None and should_stop():
+            break
+    return results
 
 
 def default_backend_factory(config: Config) -> BackendFactory:
-    """The factory actors use when none is given: ``make_backend`` on the per-worker share of the limits."""
+    """The factory workers use when none is given: ``make_backend`` on the run's configuration."""
     from ..pipeline import make_backend
 
-    return functools.partial(make_backend, per_worker_config(config))
+    return functools.partial(make_backend, config)
 
 
 _registered_factory: BackendFactory | None = None
@@ -150,81 +219,47 @@ def use_backend_factory(factory: BackendFactory) -> Iterator[None]:
         _registered_factory = previous
 
 
-class ShardWorker:
-    """A Ray actor that runs a model stage's shards: one backend per process, built once.
+class StageOnShard:
+    """A model stage's work on one shard, as a Ray worker does it: load, ``process_shard``, commit.
+
+    Picklable; the backend and the cache are built in the worker on the first
+    shard and kept for the rest of the stage.
 
     Parameters
     ----------
-    backend_factory : builds the backend when the actor starts (and again after a restart).
+    stage : the model stage.
+    run_root : the run folder the shards are committed into.
+    cache_path : the response cache file.
+    backend_factory : builds the backend in the worker.
+    extra_fields : stamped on every output record (e.g. the seed).
     """
 
-    def __init__(self, backend_factory: BackendFactory):
-        self.backend = backend_factory()
-        self.caches: dict[str, ResponseCache] = {}
+    def __init__(self, stage: ModelStage, run_root: str, cache_path: str, backend_factory: BackendFactory,
+                 extra_fields: dict | None):
+        self.stage, self.run_root, self.cache_path = stage, run_root, cache_path
+        self.backend_factory, self.extra_fields = backend_factory, extra_fields
+        self._backend: Backend | None = None
+        self._cache: ResponseCache | None = None
 
-    def run_shard(self, stage: ModelStage, run_root: str, cache_path: str, shard: str, records: list[dict],
-                  extra_fields: dict | None) -> tuple[str, dict]:
-        """Process one shard and commit it into ``run_root``; returns (shard, its counts).
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_backend": None, "_cache": None}
 
-        A retry of a shard whose first attempt committed before the worker died
-        does not redo it: it returns the committed counts.
+    def __call__(self, job: tuple[str, Callable[[], list[dict]]]) -> dict:
+        """Process one ``(shard, load)`` and commit it; returns its counts.
+
+        A retry of a shard whose first attempt committed before the worker
+        died does not redo it: it returns the committed counts.
         """
-        store = RunStore(run_root)
-        if store.is_committed(stage.name, shard):
-            return shard, json.loads((store.stage_dir(stage.name) / f"{shard}.done.json").read_text())
-        if cache_path not in self.caches:
-            self.caches[cache_path] = ResponseCache(cache_path)
-        outputs, rejects, counts = process_shard(stage, records, self.backend, self.caches[cache_path],
-                                                 extra_fields)
-        store.commit_shard(stage.name, shard, outputs, rejects, counts)
-        return shard, counts
-
-
-class _Pool:
-    """The live actor pool, kept from one stage to the next while the workers' settings stay the same."""
-
-    key: str | None = None
-    job: str | None = None  # the Ray job (driver connection) that owns the actors
-    actors: list = []
-    pool = None
-
-
-def _pool_key(factory: BackendFactory, config: Config) -> str:
-    from ray import cloudpickle
-
-    spec = (config.ray.num_workers, config.ray.num_cpus_per_worker, config.ray.num_gpus_per_worker)
-    return hashlib.sha256(cloudpickle.dumps(factory) + json.dumps(spec).encode()).hexdigest()
-
-
-def _worker_pool(ray, factory: BackendFactory, config: Config):
-    """An :class:`ActorPool` of ``num_workers`` :class:`ShardWorker` actors, reused when nothing changed."""
-    from ray.util import ActorPool
-
-    key = _pool_key(factory, config)
-    job = ray.get_runtime_context().get_job_id()
-    if (_Pool.key, _Pool.job) != (key, job):
-        shutdown_workers()
-        worker = ray.remote(ShardWorker).options(
-            num_cpus=config.ray.num_cpus_per_worker, num_gpus=config.ray.num_gpus_per_worker,
-            max_restarts=MAX_RESTARTS, max_task_retries=MAX_RESTARTS)
-        _Pool.actors = [worker.remote(factory) for _ in range(config.ray.num_workers)]
-        _Pool.pool = ActorPool(_Pool.actors)
-        _Pool.key, _Pool.job = key, job
-    return _Pool.pool
-
-
-def shutdown_workers() -> None:
-    """Stop the shard workers so their CPUs/GPUs go back to the cluster; the next model stage starts new ones.
-
-    Call it when the pipeline closes. Workers of an earlier Ray connection are
-    already gone and are just forgotten.
-    """
-    if _Pool.actors:
-        ray = _import_ray()
-        if ray.is_initialized() and ray.get_runtime_context().get_job_id() == _Pool.job:
-            for actor in _Pool.actors:
-                ray.kill(actor)
-    _Pool.key, _Pool.job, _Pool.actors, _Pool.pool = None, None, [], None
+        shard, load = job
+        store = RunStore(self.run_root)
+        if store.is_committed(self.stage.name, shard):
+            return store.shard_counts(self.stage.name, shard)
+        if self._backend is None:
+            self._backend = self.backend_factory()
+            self._cache = ResponseCache(self.cache_path)
+        outputs, rejects, counts = process_shard(self.stage, load(), self._backend, self._cache, self.extra_fields)
+        store.commit_shard(self.stage.name, shard, outputs, rejects, counts)
+        return counts
 
 
 def run_model_stage_ray(stage: ModelStage, shards: ShardSource, store: RunStore, config: Config,
@@ -235,96 +270,47 @@ def run_model_stage_ray(stage: ModelStage, shards: ShardSource, store: RunStore,
 
     Same contract and result as :func:`~synthllm.executors.local.run_model_stage`:
     ``{**store.stage_counts(stage.name), "this_run": {model_calls, cached, resumed_records, stopped}}``.
+    One difference: when ``should_stop`` says yes, the shards in flight are
+    abandoned rather than finished (their replies stay cached for the next run).
 
     Parameters
     ----------
-    stage : the model stage (pickled once and shared by the workers).
-    shards : ``(name, load, size)`` triples; ``load`` runs in the driver, so it may read driver-side files.
+    stage : the model stage (pickled to the workers).
+    shards : ``(name, load, size)`` triples; ``load`` is pickled and runs in
+        the worker, so it must read from the run folder (or another path
+        every node sees), not from driver memory.
     store : the run folder; workers commit into ``store.root``, which on a
         multi-node cluster must be on a filesystem every node mounts at the same path.
     config : run configuration (``ray`` section, ``llm``, ``cache_path``).
     progress : advanced as shards finish.
     extra_fields : stamped on every output record (e.g. the seed).
-    should_stop : asked before each new shard; when it says yes, the shards in
-        flight finish and the stage returns with ``this_run["stopped"]`` set.
+    should_stop : asked before the stage and after each shard.
     backend_factory : builds each worker's backend; default: the one
         registered with :func:`use_backend_factory`, else :func:`default_backend_factory`.
 
     Raises
     ------
-    RayNotInstalled : when ``ray`` cannot be imported.
+    RayNotInstalled : when ``ray[data]`` cannot be imported.
     """
-    ray = _import_ray()
-    connect(config)
-    factory = backend_factory or _registered_factory or default_backend_factory(config)
-    cache_path = str(Path(config.cache_path) if config.cache_path else default_cache_path())
+    _import_ray()
     this_run = {"model_calls": 0, "cached": 0, "resumed_records": 0, "stopped": False}
-    pool = None  # started at the first shard that needs work: a finished stage costs no workers
-    stage_ref = ray.put(stage)
-    sizes: dict[str, int] = {}
+    jobs, sizes = [], []
+    for shard, load, size in pending_shards(stage.name, shards, store, this_run, progress, should_stop):
+        jobs.append((shard, load))
+        sizes.append(size)
+    if jobs:
+        factory = backend_factory or _registered_factory or default_backend_factory(config)
+        cache_path = str(Path(config.cache_path) if config.cache_path else default_cache_path())
+        work = StageOnShard(stage, str(store.root), cache_path, factory, extra_fields)
 
-    def collect_one() -> None:
-        try:
-            shard, counts = pool.get_next_unordered()
-        except ray.exceptions.RayTaskError as exc:  # the stage's own error, raised as itself
-            raise exc.as_instanceof_cause() from None
-        this_run["model_calls"] += counts["model_calls"]
-        this_run["cached"] += counts["cached"]
-        if progress:
-            progress.advance(sizes.pop(shard))
-            progress.tokens(counts["completion_tokens"])
+        def finished(index: int, counts: dict) -> None:
+            this_run["model_calls"] += counts["model_calls"]
+            this_run["cached"] += counts["cached"]
+            if progress:
+                progress.advance(sizes[index])
+                progress.tokens(counts["completion_tokens"])
 
-    def submit(actor, job: tuple[str, list[dict]]):
-        shard, records = job
-        return actor.run_shard.remote(stage_ref, str(store.root), cache_path, shard, records, extra_fields)
-
-    try:
-        for shard, load, size in pending_shards(stage.name, shards, store, this_run, progress, should_stop):
-            if pool is None:
-                pool = _worker_pool(ray, factory, config)
-            while not pool.has_free():
-                collect_one()
-            sizes[shard] = size
-            pool.submit(submit, (shard, load()))
-        while pool is not None and pool.has_next():
-            collect_one()
-    except BaseException:
-        # an error or Ctrl-C: in-flight shards are abandoned (their replies stay cached)
-        shutdown_workers()
-        raise
+        done = ray_map(work, jobs, config, num_gpus=config.ray.num_gpus_per_worker, on_result=finished,
+                       should_stop=should_stop)
+        this_run["stopped"] = this_run["stopped"] or any(counts is None for counts in done)
     return {**store.stage_counts(stage.name), "this_run": this_run}
-
-
-def ray_map_shards(fn: Callable[[T], R], items: Iterable[T], config: Config,
-                   num_cpus: float | None = None) -> list[R]:
-    """``[fn(item) for item in items]``, each call a Ray task; results in input order.
-
-    For per-shard work that needs no model (document embeddings for the
-    filter, MinHash signatures for dedup, decontamination look-ups): make the
-    items small shard descriptors (e.g. ``(run_root, stage, shard)``) and let
-    ``fn`` read its shard from the run folder and write or return its result,
-    then reduce in the driver. A task whose worker dies is retried.
-
-    Parameters
-    ----------
-    fn : picklable callable of one item (a top-level function, a builtin, a partial of one).
-    items : the inputs; each is pickled to its task.
-    config : run configuration (``ray.address``; ``ray.num_cpus_per_worker`` is the default per task).
-    num_cpus : CPUs reserved by each task, when it differs from a model worker's.
-
-    Returns
-    -------
-    The results, in the order of ``items``.
-    """
-    ray = _import_ray()
-    connect(config)
-    shutdown_workers()  # idle model workers would hold the CPUs these tasks need
-    cpus = config.ray.num_cpus_per_worker if num_cpus is None else num_cpus
-    task = ray.remote(_apply).options(num_cpus=cpus, max_retries=MAX_RESTARTS)
-    fn_ref = ray.put(fn)
-    return ray.get([task.remote(fn_ref, item) for item in items])
-
-
-def _apply(fn: Callable[[T], R], item: T) -> R:
-    """One item of :func:`ray_map_shards` (a plain function, so ``fn`` may be any callable: a builtin, a partial)."""
-    return fn(item)

@@ -5,7 +5,7 @@ No model calls happen here: the domain scorer receives ratings as data (the
 """
 
 from .decontam import BenchmarkSpec, Decontaminator, read_jsonl, shared_benchmark_specs, shared_data_dir, tokenize
-from .dedup import deduplicate, lsh_bands, normalise_text, word_shingles
+from .dedup import TextSignature, deduplicate, lsh_bands, normalise_text, text_signatures, word_shingles
 from .domain_filter import (
     DEFAULT_THRESHOLD,
     ColdStartClassifier,
@@ -21,6 +21,7 @@ __all__ = [
     "ColdStartClassifier",
     "DEFAULT_THRESHOLD",
     "Decontaminator",
+    "TextSignature",
     "DomainScorer",
     "deduplicate",
     "embed_documents",
@@ -32,6 +33,7 @@ __all__ = [
     "shared_benchmark_specs",
     "shared_data_dir",
     "split_by_score",
+    "text_signatures",
     "tokenize",
     "word_shingles",
 ]

@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import re
 import unicodedata
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -120,8 +121,52 @@ def _record_text(record: Record, text_key: str, position: int) -> str:
     return str(record[text_key] or "")
 
 
+@dataclass(frozen=True)
+class TextSignature:
+    """What near-duplicate detection needs of one text; computed per record, so per shard in parallel.
+
+    Attributes
+    ----------
+    digest : 16-byte BLAKE2b of the normalised text (exact duplicates).
+    shingles : its word n-gram shingles (exact Jaccard of LSH candidates).
+    minhash : its R-MinHash signature (LSH candidates); picklable.
+    """
+
+    digest: bytes
+    shingles: frozenset[str]
+    minhash: Any
+
+
+def text_signatures(texts: list[str], num_perm: int = 128, ngram: int = 5) -> list[TextSignature]:
+    """The :class:`TextSignature` of each text (the map step of :func:`deduplicate`).
+
+    Parameters
+    ----------
+    texts : list of str
+        Texts to sign.
+    num_perm : int, default=128
+        MinHash signature length.
+    ngram : int, default=5
+        Words per shingle.
+
+    Returns
+    -------
+    list of TextSignature
+        One per text, in order; depends only on the text, so signing shards
+        separately gives the signatures of signing them all at once.
+    """
+    import rensa
+
+    normalised = [normalise_text(text) for text in texts]
+    shingles = [word_shingles(norm, ngram) for norm in normalised]
+    minhashes = rensa.RMinHash.from_token_sets([sorted(s) for s in shingles], num_perm, MINHASH_SEED)
+    return [TextSignature(hashlib.blake2b(norm.encode("utf-8"), digest_size=16).digest(), frozenset(own), minhash)
+            for norm, own, minhash in zip(normalised, shingles, minhashes)]
+
+
 def deduplicate(records: list[Record], text_key: str = "question", threshold: float = 0.8,
-                num_perm: int = 128, ngram: int = 5) -> tuple[list[Record], list[Record]]:
+                num_perm: int = 128, ngram: int = 5, signatures: list[TextSignature] | None = None
+                ) -> tuple[list[Record], list[Record]]:
     """Remove exact and near-duplicate records, keeping the first occurrence.
 
     Parameters
@@ -138,6 +183,10 @@ def deduplicate(records: list[Record], text_key: str = "question", threshold: fl
         MinHash signature length (LSH candidate recall grows with it).
     ngram : int, default=5
         Words per shingle.
+    signatures : list of TextSignature or None, default=None
+        The records' signatures from :func:`text_signatures` with the same
+        ``num_perm`` and ``ngram``, when they were computed elsewhere (e.g.
+        per shard on Ray workers); ``None`` computes them here.
 
     Returns
     -------
@@ -153,40 +202,40 @@ def deduplicate(records: list[Record], text_key: str = "question", threshold: fl
     if not 0.0 < threshold <= 1.0:
         raise ValueError(f"threshold must be in (0, 1], got {threshold}")
     texts = [_record_text(record, text_key, i) for i, record in enumerate(records)]
-    normalised = [normalise_text(text) for text in texts]
-
-    shingles = [word_shingles(norm, ngram) for norm in normalised]
-    minhashes = rensa.RMinHash.from_token_sets([sorted(s) for s in shingles], num_perm, MINHASH_SEED)
+    if signatures is None:
+        signatures = text_signatures(texts, num_perm, ngram)
+    elif len(signatures) != len(records):
+        raise ValueError(f"{len(signatures)} signatures for {len(records)} records")
     index_lsh = rensa.RMinHashLSH(threshold, num_perm, lsh_bands(threshold, num_perm))
     # normalised-text digest -> (kept id it maps to, similarity, kind); a copy of a
     # removed record points to the kept record that one duplicates
     seen: dict[bytes, tuple[Any, float, str]] = {}
     kept_indices: list[int] = []
     removed: list[Record] = []
-    for index, (own, minhash) in enumerate(zip(shingles, minhashes)):
-        digest = hashlib.blake2b(normalised[index].encode("utf-8"), digest_size=16).digest()
-        if digest in seen:
-            target_id, similarity, kind = seen[digest]
+    for index, signature in enumerate(signatures):
+        own = signature.shingles
+        if signature.digest in seen:
+            target_id, similarity, kind = seen[signature.digest]
             removed.append({"id": records[index]["id"], "duplicate_of": target_id,
                             "similarity": similarity, "kind": kind, "text": texts[index]})
             continue
         best_similarity, best_index = 0.0, -1
         if own:
-            for candidate in sorted(index_lsh.query(minhash)):
-                other = shingles[candidate]
+            for candidate in sorted(index_lsh.query(signature.minhash)):
+                other = signatures[candidate].shingles
                 similarity = len(own & other) / len(own | other)
                 if similarity > best_similarity:
                     best_similarity, best_index = similarity, candidate
         if best_index >= 0 and best_similarity >= threshold:
             target = (records[best_index]["id"], round(best_similarity, 4), "near")
-            seen[digest] = target
+            seen[signature.digest] = target
             removed.append({"id": records[index]["id"], "duplicate_of": target[0],
                             "similarity": target[1], "kind": "near", "text": texts[index]})
         else:
-            seen[digest] = (records[index]["id"], 1.0, "exact")
+            seen[signature.digest] = (records[index]["id"], 1.0, "exact")
             kept_indices.append(index)
             if own:
-                index_lsh.insert(index, minhash)
+                index_lsh.insert(index, signature.minhash)
 
     kept = [records[i] for i in kept_indices]
     return kept, removed
