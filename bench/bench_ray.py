@@ -5,8 +5,8 @@ OpenStax sample, each with a fresh response cache and run folder, so every
 request goes to the backend. Two backend speeds:
 
 * ``latency 0``: the scripted reply comes at once, so the figures are pure
-  executor overhead (Ray: pickling records to workers, actor start-up per
-  worker pool, driver round trips per shard).
+  executor overhead (Ray: one Ray Data execution per step, with its actor
+  pool started for it; shard loaders pickled to the workers; a result row per shard).
 * ``latency L``: each batch of requests waits ``L`` seconds per request
   before replying, standing in for a remote model server that answers one
   request at a time (I/O-bound work, where Ray's workers overlap their waits).
@@ -36,7 +36,7 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 from scripted import respond  # noqa: E402
 
 from synthllm import Pipeline, load_config  # noqa: E402
-from synthllm.executors.ray_executor import shutdown_workers, use_backend_factory  # noqa: E402
+from synthllm.executors.ray_executor import use_backend_factory  # noqa: E402
 from synthllm.llm.scripted import ScriptedBackend  # noqa: E402
 
 SAMPLE = ROOT / "src" / "synthllm" / "data" / "openstax_sample.jsonl"
@@ -114,7 +114,6 @@ def main() -> None:
             same = (tmp / f"ray-{latency}" / "dataset.jsonl").read_bytes() == \
                 (tmp / f"local-{latency}" / "dataset.jsonl").read_bytes()
             print(f"{'':>8} datasets identical: {same}")
-    shutdown_workers()
     ray.shutdown()
 
 

@@ -1,4 +1,4 @@
-"""Runs the pipeline with a slow scripted backend that logs every model call; killed by test_kill9."""
+"""Runs the pipeline with a slow scripted backend that logs every model call; killed by test_kill9 and test_ray."""
 
 import sys
 import time
@@ -30,6 +30,16 @@ class LoggingBackend(ScriptedBackend):
 
 if __name__ == "__main__":
     config_path, out, log = sys.argv[1:4]
-    pipeline = Pipeline(load_config(config_path), out, backend=LoggingBackend(Path(log)), show_progress=False)
-    pipeline.run()
+    config = load_config(config_path)
+    if config.executor == "ray":  # the Ray workers build the logging backend themselves
+        import functools
+
+        from synthllm.executors.ray_executor import use_backend_factory
+
+        with use_backend_factory(functools.partial(LoggingBackend, Path(log))):
+            pipeline = Pipeline(config, out, show_progress=False)
+            pipeline.run()
+    else:
+        pipeline = Pipeline(config, out, backend=LoggingBackend(Path(log)), show_progress=False)
+        pipeline.run()
     pipeline.close()

@@ -2,6 +2,7 @@
 
 import functools
 import importlib.util
+import json
 import os
 import sys
 from pathlib import Path
@@ -10,12 +11,12 @@ import pytest
 
 from scripted import respond
 from synthllm import Pipeline, load_config
+from synthllm.config import BenchmarkConfig
 from synthllm.executors.ray_executor import RayNotInstalled, ray_map, run_model_stage_ray, use_backend_factory
 from synthllm.llm.scripted import ScriptedBackend
 from synthllm.store import RunStore
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no usage report attempts from the test cluster
 
 TESTS = Path(__file__).resolve().parent
 SAMPLE = TESTS.parent / "src" / "synthllm" / "data" / "openstax_sample.jsonl"
@@ -24,27 +25,6 @@ OUTCOMES = ("in", "ok", "out", "unsuitable", "unparsable", "failed")
 
 pytestmark = pytest.mark.ray  # select or leave out with -m ray / -m "not ray"
 needs_ray = pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="ray is not installed")
-
-
-@pytest.fixture(scope="module")
-def ray_cluster():
-    """One local Ray for the whole module (start-up takes tens of seconds on two shared cores)."""
-    import ray
-
-    # Workers import this module and tests/scripted.py by name (the responders are pickled by
-    # reference). Ray's processes inherit the environment at init, so PYTHONPATH is set just for it
-    # (a runtime_env would instead make Ray start fresh workers for every first task).
-    saved = os.environ.get("PYTHONPATH")
-    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(TESTS), saved]))
-    try:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    finally:
-        if saved is None:
-            del os.environ["PYTHONPATH"]
-        else:
-            os.environ["PYTHONPATH"] = saved
-    yield ray
-    ray.shutdown()
 
 
 def make_config(**overrides):
@@ -101,9 +81,31 @@ def test_ray_map_keeps_input_order_and_raises_worker_errors_as_themselves(tmp_pa
     assert "raised in a Ray worker" in "".join(raised.value.__notes__)
 
 
+def mixed_corpus(tmp_path: Path) -> Path:
+    """10 sample math documents, a copy of the first under another id, and 4 off-topic ones (rated 2/10)."""
+    from test_pipeline import NON_MATH
+
+    corpus = tmp_path / "mixed.jsonl"
+    math_lines = SAMPLE.read_text().splitlines()[:10]
+    math_lines.append(json.dumps({**json.loads(math_lines[0]), "id": "copy-of-the-first"}))
+    off_topic = [json.dumps({"id": f"hist-{i}-{j}", "text": text + f" Part {j}."})
+                 for i, text in enumerate(NON_MATH) for j in range(2)]
+    corpus.write_text("\n".join(math_lines + off_topic) + "\n")
+    return corpus
+
+
 @needs_ray
 def test_ray_run_gives_the_local_dataset_and_a_rerun_does_nothing(tmp_path, ray_cluster):
-    config = make_config()
+    # every step that runs on Ray workers does work here: the filter drops the off-topic documents,
+    # dedup removes repeated questions, decontamination removes two questions planted in a benchmark
+    config = make_config(input={"path": str(mixed_corpus(tmp_path)), "limit": None}, filter={"enabled": True})
+    run(config, tmp_path / "first", ScriptedBackend(respond))
+    dataset = (tmp_path / "first" / "dataset.jsonl").read_text().splitlines()
+    questions = [json.loads(line)["question"] for line in dataset]
+    benchmark = tmp_path / "benchmark.jsonl"
+    benchmark.write_text("".join(json.dumps({"id": f"b{i}", "problem": q}) + "\n" for i, q in enumerate(questions[:2])))
+    config = config.model_copy(update={"decontamination": config.decontamination.model_copy(update={
+        "benchmarks": [BenchmarkConfig(name="planted", path=benchmark, fields=["problem"])]})})
     local = run(config, tmp_path / "local", ScriptedBackend(respond))
     ray_config = on_ray(config, tmp_path / "ray-cache.sqlite3")
     with use_backend_factory(functools.partial(ScriptedBackend, respond)):
@@ -111,7 +113,14 @@ def test_ray_run_gives_the_local_dataset_and_a_rerun_does_nothing(tmp_path, ray_
         again = run(ray_config, tmp_path / "ray")
     assert (tmp_path / "ray" / "dataset.jsonl").read_bytes() == (tmp_path / "local" / "dataset.jsonl").read_bytes()
     assert manifest["reconciliation"] == {"ok": True, "problems": []}
-    for stage in MODEL_STAGES:
+    assert local["stages"]["filter"]["removed"] == 4 and local["stages"]["decontam"]["removed"] == 2
+    assert local["stages"]["dedup"]["removed"] > 0
+    for stage in ("filter", "dedup", "decontam"):
+        assert manifest["stages"][stage] == local["stages"][stage]
+    for name in ("quality/dedup.jsonl", "quality/decontam.jsonl"):
+        assert (tmp_path / "ray" / name).read_bytes() == (tmp_path / "local" / name).read_bytes()
+    assert stage_files(tmp_path / "ray", "filter") == stage_files(tmp_path / "local", "filter")
+    for stage in ("rate", *MODEL_STAGES):
         ours, theirs = manifest["stages"][stage], local["stages"][stage]
         # (model calls vs cache hits may differ: two workers can ask the same request at the same time)
         assert {k: ours[k] for k in OUTCOMES} == {k: theirs[k] for k in OUTCOMES}
@@ -157,6 +166,49 @@ def test_a_worker_killed_mid_stage_is_restarted_and_nothing_is_lost_or_repeated(
     assert answers["model_calls"] == reference["model_calls"] - 2
     ids = [r["id"] for r in RunStore(tmp_path / "ray").iter_records("answers")]
     assert len(ids) == len(set(ids)) == reference["out"]
+
+
+@needs_ray
+def test_a_killed_driver_resumes_on_ray_with_nothing_lost_or_repeated(tmp_path, ray_cluster):
+    """kill -9 the driver (a separate process on this cluster) mid-run, twice; the re-run completes the dataset."""
+    import random
+    import subprocess
+    import time
+
+    import yaml
+    from test_kill9 import RUNNER, calls, write_config
+
+    reference_log = tmp_path / "ref.log"
+    subprocess.run([sys.executable, str(RUNNER), str(write_config(tmp_path, "ref")), str(tmp_path / "ref"),
+                    str(reference_log)], check=True, capture_output=True)
+    config_path = write_config(tmp_path, "ray")
+    config = yaml.safe_load(config_path.read_text())
+    config.update(executor="ray", ray={"address": ray_cluster.get_runtime_context().gcs_address, "num_workers": 2})
+    config_path.write_text(yaml.safe_dump(config))
+    log, out = tmp_path / "ray.log", tmp_path / "run"
+    command = [sys.executable, str(RUNNER), str(config_path), str(out), str(log)]
+    rng = random.Random(3)
+    kills = 0
+    for _ in range(2):
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        started = calls(log)
+        deadline = time.monotonic() + 120
+        # kill once this driver's workers have made a few calls, at a random moment after that
+        while process.poll() is None and calls(log) < started + 8 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(rng.uniform(0.5, 4.0))
+        if process.poll() is None:
+            process.kill()
+            kills += 1
+        process.wait()
+        time.sleep(3)  # the killed driver's actors are stopped by Ray once it notices the driver is gone
+    subprocess.run(command, check=True, capture_output=True)
+    assert kills >= 1
+    assert (out / "dataset.jsonl").read_bytes() == (tmp_path / "ref" / "dataset.jsonl").read_bytes()
+    # nothing redone beyond the shards in flight at each kill (two workers, at most one batch of 4 each)
+    assert calls(log) <= calls(reference_log) + 8 * kills
+    ids = [r["id"] for r in RunStore(out).iter_records("answers")]
+    assert len(ids) == len(set(ids))
 
 
 def test_without_ray_the_error_says_what_to_install(tmp_path, monkeypatch):

@@ -126,7 +126,7 @@ class FilterConfig(GenerationConfig):
 
 class RayConfig(_Section):
     address: str | None = Field(None, description="Ray cluster to join ('auto' for a running one, or ray://host:10001); default: start a local Ray on this machine.")
-    num_workers: int = Field(2, ge=1, description="Model-stage workers (Ray actors), each with its own backend.")
+    num_workers: int = Field(2, ge=1, description="Actors in each step's Ray Data actor pool; in model stages each builds its own backend.")
     num_cpus_per_worker: float = Field(1.0, gt=0, description="CPUs reserved by each worker.")
     num_gpus_per_worker: float = Field(0.0, ge=0, description="GPUs reserved by each worker (embedded backend on GPU nodes).")
 
@@ -143,7 +143,7 @@ class Config(_Section):
     llm: LLMConfig = Field(default_factory=LLMConfig)
     seed: int = Field(0, description="Seed for sampling, walks and everything random; same seed, same dataset.")
     shard_size: int = Field(32, ge=1, description="Records per committed shard; a crash loses at most one shard's uncommitted work (its model calls stay cached).")
-    executor: Literal["local", "ray"] = Field("local", description="Where per-record stages run: this process, or Ray workers (pip install 'synthllm[ray]').")
+    executor: Literal["local", "ray"] = Field("local", description="Where per-record steps run: this process, or Ray workers as Ray Data transformations (pip install 'synthllm[ray]').")
     ray: RayConfig = Field(default_factory=RayConfig)
     time_budget: float | None = Field(None, gt=0, description="Seconds the generation steps may take; when spent, no new shard starts and the run ends with a valid partial dataset (re-run to continue).")
     cache_path: Path | None = Field(None, description="Response cache file (SQLite); default $SYNTHLLM_CACHE or ~/.cache/synthllm/responses.sqlite3.")

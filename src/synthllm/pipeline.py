@@ -54,8 +54,8 @@ from .store import RunStore, empty_counts
 QUESTION_STAGES = ("level1", "level2", "level3")
 
 
-def make_backend(config: Config) -> Backend:
-    """The backend the config asks for."""
+def make_backend(config: Config, shared_budget=None) -> Backend:
+    """The backend the config asks for; ``shared_budget`` goes to an OpenAI backend (see ``OpenAIBackend``)."""
     llm = config.llm
     if llm.backend == "embedded":
         from .llm.embedded import TransformersBackend
@@ -66,7 +66,8 @@ def make_backend(config: Config) -> Backend:
 
     return OpenAIBackend(model=llm.model, base_url=llm.base_url, api_key_env=llm.api_key_env,
                          max_concurrency=llm.max_concurrency, rpm=llm.rpm, tpm=llm.tpm, timeout=llm.timeout,
-                         max_retries=llm.max_retries, context_window=llm.context_window, prices=llm.prices)
+                         max_retries=llm.max_retries, context_window=llm.context_window, prices=llm.prices,
+                         shared_budget=shared_budget)
 
 
 def _request_shape(stage: ModelStage) -> list:
@@ -293,6 +294,10 @@ class Pipeline:
         summary_path = self.store.stage_dir("filter") / "_summary.json"
         if summary_path.exists():
             summary = json.loads(summary_path.read_text())
+            if self.store.shards("rate"):  # the ratings it was fitted on stay in the manifest
+                rate = self.store.stage_counts("rate")
+                self._record("rate", {**rate, "this_run": {"model_calls": 0, "cached": 0, "stopped": False,
+                                                           "resumed_records": rate["in"]}})
             self._record("filter", summary)
             return summary
         if cfg.ratings_path is not None:
@@ -320,8 +325,14 @@ class Pipeline:
             console.print(f"[yellow]filter: {summary['reason']}[/]")
         shards = self._shards_of("documents")
         with stage_progress("filter", sum(s.size for s in shards), self.show_progress) as progress:
-            map_items(ScoreShard(str(self.store.root), scorer, cfg.threshold), [(s.name, s.load) for s in shards],
-                      self.config, on_result=lambda index, _counts: progress.advance(shards[index].size))
+            todo = []
+            for shard in shards:
+                if self.store.is_committed("filter", shard.name):
+                    progress.skip(shard.size)
+                else:
+                    todo.append(shard)
+            map_items(ScoreShard(str(self.store.root), scorer, cfg.threshold), [(s.name, s.load) for s in todo],
+                      self.config, on_result=lambda index, _counts: progress.advance(todo[index].size))
         counts = self.store.stage_counts("filter")
         summary.update({key: counts[key] for key in ("in", "out", "removed")})
         summary["kept_share"] = round(summary["out"] / summary["in"], 4) if summary["in"] else None

@@ -21,7 +21,9 @@ Model stages
     :meth:`RunStore.commit_shard`. Only the counts travel back. Ray Data
     starts the actors for each stage and stops them when the stage ends, so
     the resources are free for the next step; an embedded model is loaded
-    once per worker per stage.
+    once per worker per stage. OpenAI backends take a lease per request from
+    one cluster-wide budget actor (:mod:`synthllm.executors.ray_budget`), so
+    ``max_concurrency``, ``rpm`` and ``tpm`` hold for the whole cluster.
 
 Resume and faults
     Shard commits are atomic renames, so concurrent commits from different
@@ -44,7 +46,6 @@ Errors
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import traceback
 from pathlib import Path
@@ -57,6 +58,7 @@ from ..progress import StageProgress
 from ..stages.base import ModelStage
 from ..store import RunStore
 from .local import ShardSource, pending_shards, process_shard
+from .ray_budget import cluster_backend_factory
 
 BackendFactory = Callable[[], Backend]
 """A picklable zero-argument callable that builds a backend inside a Ray worker."""
@@ -188,13 +190,6 @@ def ray_map(fn: Callable[[T], R], items: Sequence[T], config: Config, num_cpus: 
     return results
 
 
-def default_backend_factory(config: Config) -> BackendFactory:
-    """The factory workers use when none is given: ``make_backend`` on the run's configuration."""
-    from ..pipeline import make_backend
-
-    return functools.partial(make_backend, config)
-
-
 _registered_factory: BackendFactory | None = None
 
 
@@ -286,20 +281,23 @@ def run_model_stage_ray(stage: ModelStage, shards: ShardSource, store: RunStore,
     extra_fields : stamped on every output record (e.g. the seed).
     should_stop : asked before the stage and after each shard.
     backend_factory : builds each worker's backend; default: the one
-        registered with :func:`use_backend_factory`, else :func:`default_backend_factory`.
+        registered with :func:`use_backend_factory`, else
+        :func:`~synthllm.executors.ray_budget.cluster_backend_factory` (the
+        backend ``config.llm`` names; OpenAI backends share one cluster-wide budget).
 
     Raises
     ------
     RayNotInstalled : when ``ray[data]`` cannot be imported.
     """
     _import_ray()
+    connect(config)
     this_run = {"model_calls": 0, "cached": 0, "resumed_records": 0, "stopped": False}
     jobs, sizes = [], []
     for shard, load, size in pending_shards(stage.name, shards, store, this_run, progress, should_stop):
         jobs.append((shard, load))
         sizes.append(size)
     if jobs:
-        factory = backend_factory or _registered_factory or default_backend_factory(config)
+        factory = backend_factory or _registered_factory or cluster_backend_factory(config)
         cache_path = str(Path(config.cache_path) if config.cache_path else default_cache_path())
         work = StageOnShard(stage, str(store.root), cache_path, factory, extra_fields)
 

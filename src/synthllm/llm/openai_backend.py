@@ -21,7 +21,11 @@ What happens to each request:
    leaves it in debt, so the long-run rate is the limit.
 3. *Concurrency.* At most ``max_concurrency`` requests are in flight. The limit
    adapts (AIMD): each 429/503 halves it (once per round of requests), each
-   success adds ``1 / limit``, up to ``max_concurrency``.
+   success adds ``1 / limit``, up to ``max_concurrency``. With a
+   ``shared_budget`` (e.g. one per Ray cluster, see
+   :mod:`synthllm.executors.ray_budget`) each attempt also holds one of the
+   budget's slots and takes from its rpm/tpm buckets, so several backends
+   together keep one set of limits.
 4. *Retries.* 429, 408, 409, 5xx, timeouts, connection errors and unreadable
    bodies (non-JSON, truncated, not a chat completion) are retried up to
    ``max_retries`` times with exponential backoff and jitter
@@ -54,7 +58,7 @@ import re
 import threading
 import time
 from collections import deque
-from typing import Callable, Sequence
+from typing import Callable, Hashable, Protocol, Sequence
 
 from .base import ChatRequest, ChatResponse, cut_at_stop
 
@@ -195,6 +199,29 @@ class _AdaptiveLimit:
             logger.info("server overloaded: concurrency limit cut to %d", int(self.limit))
 
 
+class SharedBudget(Protocol):
+    """Concurrency and rate limits shared with other backends (other processes, other machines).
+
+    Each attempt holds a lease from :meth:`acquire` until it has its answer
+    (or fails) and then hands it back with :meth:`release`.
+    """
+
+    async def acquire(self, tokens: float) -> Hashable:
+        """Wait for a free request slot, one request of the rpm budget and ``tokens`` of the tpm budget.
+
+        Parameters
+        ----------
+        tokens : tokens reserved for the attempt (prompt estimate plus ``max_tokens``).
+
+        Returns
+        -------
+        The lease to hand to :meth:`release`.
+        """
+
+    async def release(self, lease: Hashable, unused_tokens: float) -> None:
+        """Free the lease's slot and give back ``unused_tokens``; must not wait (it also runs in cancelled tasks)."""
+
+
 class _Retryable(Exception):
     """An attempt failed in a way worth retrying; ``wait`` is the server's Retry-After if any."""
 
@@ -259,6 +286,10 @@ class OpenAIBackend:
     backoff_base, max_backoff : retry wait of attempt k is between half and
         all of ``backoff_base * 2**k`` seconds, at most ``max_backoff``.
     breaker_failures, breaker_seconds : the circuit breaker's thresholds.
+    shared_budget : limits shared with other backends (:class:`SharedBudget`),
+        enforced on top of this backend's own; None for none. With one, each
+        backend may keep the full ``max_concurrency``, ``rpm`` and ``tpm``: the
+        budget caps their sum, and a busy backend can use what idle ones leave.
     """
 
     def __init__(self, model: str, base_url: str | None = None, api_key_env: str = "OPENAI_API_KEY",
@@ -267,7 +298,8 @@ class OpenAIBackend:
                  prices: dict | None = None, *, batch_size: int | None = None,
                  token_counter: Callable[[list[dict]], int] | None = None, extra_body: dict | None = None,
                  backoff_base: float = 0.5, max_backoff: float = 60.0,
-                 breaker_failures: int = 20, breaker_seconds: float = 60.0):
+                 breaker_failures: int = 20, breaker_seconds: float = 60.0,
+                 shared_budget: SharedBudget | None = None):
         if max_concurrency < 1:
             raise ValueError(f"max_concurrency must be at least 1, got {max_concurrency}")
         if prices is not None and not set(prices) <= {"prompt", "completion"}:
@@ -294,6 +326,7 @@ class OpenAIBackend:
         self.extra_body = dict(extra_body) if extra_body else None
         self.backoff_base, self.max_backoff = backoff_base, max_backoff
         self.breaker_failures, self.breaker_seconds = breaker_failures, breaker_seconds
+        self.shared_budget = shared_budget
         # The key only lives in the scrubber and the client; both are hidden from repr.
         self._scrub = _make_scrubber(api_key if api_key != "EMPTY" else "")
         self._totals = {"requests": 0, "failed": 0, "retries": 0, "prompt_tokens": 0, "completion_tokens": 0}
@@ -407,40 +440,50 @@ class OpenAIBackend:
                                 f"the context window of {self.context_window}; not sent", estimate)
         payload = self._payload(request)
         reason = "no attempt made"
+        reserve = estimate + max_tokens  # tokens held for an attempt until the server reports its usage
         for attempt in range(self.max_retries + 1):
             if attempt:
                 self._totals["retries"] += 1
             if self._request_bucket is not None:
                 await self._request_bucket.take(1)
             if self._token_bucket is not None:
-                await self._token_bucket.take(estimate + max_tokens)
+                await self._token_bucket.take(reserve)
+            # Local gate first: no cluster slot idles while this request waits for a local one, and
+            # the shared budget never waits on a local gate, so no wait cycle (deadlock) can form.
             await self._gate.acquire()
+            lease = None
+            if self.shared_budget is not None:
+                try:
+                    lease = await self.shared_budget.acquire(reserve)
+                except BaseException:
+                    self._gate.release()
+                    raise
             if self._halted is not None:  # another request opened the breaker while this one waited
-                self._gate.release()
+                await self._release(lease, reserve)
                 raise self._halted
             started = time.monotonic()
             try:
                 response = await self._attempt(payload)
             except _Retryable as failure:
-                self._gate.release()
+                await self._release(lease, reserve)  # nothing was generated
                 failure.reason = reason = self._scrub(failure.reason)  # before it reaches any log line
                 if self._token_bucket is not None:
-                    self._token_bucket.give_back(estimate + max_tokens)  # nothing was generated
+                    self._token_bucket.give_back(reserve)
                 self._on_retryable(failure, started)
                 if attempt < self.max_retries:
                     await asyncio.sleep(self._wait(attempt, failure.wait))
                 continue
             except _Final as failure:
-                self._gate.release()
+                await self._release(lease, 0)
                 return self._failed(failure.reason, failure.prompt_tokens)
             except BaseException:
-                self._gate.release()
+                await self._release(lease, 0)
                 raise
-            self._gate.release()
+            unused = max(0, reserve - response.prompt_tokens - response.completion_tokens)
+            await self._release(lease, unused)
             self._on_success()
             if self._token_bucket is not None:
-                used = response.prompt_tokens + response.completion_tokens
-                self._token_bucket.give_back(max(0, estimate + max_tokens - used))
+                self._token_bucket.give_back(unused)
             self._totals["requests"] += 1
             self._totals["prompt_tokens"] += response.prompt_tokens
             self._totals["completion_tokens"] += response.completion_tokens
@@ -449,6 +492,12 @@ class OpenAIBackend:
             return response
         logger.warning("request failed after %d attempts: %s", self.max_retries + 1, reason)
         return self._failed(f"gave up after {self.max_retries + 1} attempts; last error: {reason}", 0)
+
+    async def _release(self, lease: Hashable | None, unused_tokens: float) -> None:
+        """End an attempt: free its local slot and, with a shared budget, its lease."""
+        self._gate.release()
+        if self.shared_budget is not None:
+            await self.shared_budget.release(lease, unused_tokens)
 
     def _failed(self, reason: str, prompt_tokens: int) -> ChatResponse:
         self._totals["requests"] += 1
