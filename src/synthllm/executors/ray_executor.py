@@ -5,9 +5,14 @@ The unit of work is the same as on one machine. For a model stage it is
 without a model (filter scoring, dedup signatures, decontamination look-ups)
 it is the per-shard function the local executor calls in a loop. Here each
 shard is one row of a Ray Data dataset, and the work is a ``map_batches``
-transformation (``batch_size=1``) running in an actor pool of
-``ray.num_workers`` actors. The driver reads the results as they stream back
-(advancing the progress bar) and does the reduce steps itself.
+transformation (``batch_size=1``) running as Ray tasks, ``ray.num_workers``
+at a time. The driver reads the results as they stream back (advancing the
+progress bar) and does the reduce steps itself.
+
+Tasks, not an actor pool: Ray reuses its worker processes across tasks and
+across datasets, so a model kept in a per-process cache is loaded once per
+process per run, while an actor pool is started afresh for every dataset
+(2.8 s per step on the reference machine against 0.15 s for tasks).
 
 Rows are small: a shard's name and its pickled loader. A worker loads its
 shard's records itself from the run folder (which, on a multi-node cluster,
@@ -15,24 +20,21 @@ must be on a filesystem every node mounts at the same path), so the corpus
 never passes through the driver or the object store all at once.
 
 Model stages
-    Each actor builds its backend once, when it gets its first shard (a
+    Each worker process builds its backend once, for its first shard (a
     loaded model or an HTTP client is never pickled), opens the shared
     response cache, runs ``process_shard`` and commits the shard with
-    :meth:`RunStore.commit_shard`. Only the counts travel back. Ray Data
-    starts the actors for each stage and stops them when the stage ends, so
-    the resources are free for the next step; an embedded model is loaded
-    once per worker per stage. OpenAI backends take a lease per request from
+    :meth:`RunStore.commit_shard`. Only the counts travel back. OpenAI backends take a lease per request from
     one cluster-wide budget actor (:mod:`synthllm.executors.ray_budget`), so
     ``max_concurrency``, ``rpm`` and ``tpm`` hold for the whole cluster.
 
 Resume and faults
     Shard commits are atomic renames, so concurrent commits from different
-    actors are safe and a shard is either wholly committed or absent. The
-    SQLite (WAL) response cache is written batch by batch from every actor.
-    A worker that dies (killed, OOM, segfault) is restarted by Ray Data and
-    its shard re-run there; the retry replays the replies the dead worker had
+    workers are safe and a shard is either wholly committed or absent. The
+    SQLite (WAL) response cache is written batch by batch from every worker.
+    A worker that dies (killed, OOM, segfault) is replaced by Ray and its
+    shard's task retried; the retry replays the replies the dead worker had
     cached, and a shard the dead worker had already committed is not redone.
-    A driver that dies takes its actors with it; re-running the same command
+    A driver that dies takes its tasks with it; re-running the same command
     skips the committed shards and replays the cache, as the local executor
     does.
 
@@ -46,6 +48,7 @@ Errors
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import traceback
 from pathlib import Path
@@ -85,9 +88,9 @@ def _import_ray():
 def connect(config: Config) -> None:
     """Join the Ray cluster named by ``config.ray.address``, unless this process is connected already.
 
-    Also quietens Ray Data for this driver: synthllm draws its own progress
-    bars and stage summaries, so Ray Data's bars and per-execution log lines
-    would only repeat them.
+    Also sets this driver's Ray Data context: no progress bars or
+    per-execution log lines (synthllm draws its own bars and stage
+    summaries), no per-operator resource reservation.
 
     Parameters
     ----------
@@ -104,6 +107,10 @@ def connect(config: Config) -> None:
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False
     context.print_on_execution_start = False
+    # Reservations share a cluster's resources between the operators of a multi-step dataset;
+    # synthllm's datasets are one map over shard rows, and on a small cluster the reservation
+    # delayed the first task by ~3 s per step (0.15 s without it, bench/results/ray.md).
+    context.op_resource_reservation_enabled = False
     logging.getLogger("ray.data").setLevel(logging.WARNING)
 
 
@@ -119,40 +126,38 @@ class _ShardError:
         raise self.error
 
 
-class _ApplyToRows:
-    """The Ray Data UDF: ``fn`` on each row's pickled item; ``fn`` is unpickled once per actor."""
+def _apply_to_rows(batch: dict, fn: Callable) -> dict:
+    """The Ray Data UDF: ``fn`` on each row's pickled item; an exception becomes the item's result."""
+    from ray import cloudpickle
 
-    def __init__(self, fn: Callable):
-        self.fn = fn
-
-    def __call__(self, batch: dict) -> dict:
-        from ray import cloudpickle
-
-        results = []
-        for item in batch["item"]:
-            try:
-                result = self.fn(cloudpickle.loads(item))
-            except Exception as error:  # noqa: BLE001  (re-raised in the driver as itself)
-                result = _ShardError(error)
-            results.append(cloudpickle.dumps(result))
-        return {"index": batch["index"], "result": results}
+    results = []
+    for item in batch["item"]:
+        try:
+            result = fn(cloudpickle.loads(item))
+        except Exception as error:  # noqa: BLE001  (re-raised in the driver as itself)
+            result = _ShardError(error)
+        results.append(cloudpickle.dumps(result))
+    return {"index": batch["index"], "result": results}
 
 
 def ray_map(fn: Callable[[T], R], items: Sequence[T], config: Config, num_cpus: float | None = None,
             num_gpus: float = 0.0, on_result: Callable[[int, R], None] | None = None,
             should_stop: Callable[[], bool] | None = None) -> list[R | None]:
-    """``[fn(item) for item in items]`` as a Ray Data ``map_batches`` over an actor pool; results in input order.
+    """``[fn(item) for item in items]`` as a Ray Data ``map_batches``; results in input order.
+
+    The transformation runs as Ray tasks, at most ``ray.num_workers`` at a
+    time. Ray reuses its worker processes from task to task and from one call
+    to the next, so state that must outlive one item (a loaded model) belongs
+    in a per-process cache (:func:`worker_backend`, the embedder's ``lru_cache``).
 
     Parameters
     ----------
-    fn : picklable callable of one item; unpickled once per actor, so state it
-        builds lazily on its first call (a model, a client) serves every item
-        that actor gets.
+    fn : picklable callable of one item.
     items : the inputs, one dataset row each (pickled: keep them small, e.g.
         a shard name and a loader that reads the shard in the worker).
-    config : run configuration: ``ray.address``, ``ray.num_workers`` (actors,
-        at most one per item), ``ray.num_cpus_per_worker`` (the default of ``num_cpus``).
-    num_cpus, num_gpus : resources each actor reserves.
+    config : run configuration: ``ray.address``, ``ray.num_workers`` (tasks at
+        once), ``ray.num_cpus_per_worker`` (the default of ``num_cpus``).
+    num_cpus, num_gpus : resources each task reserves.
     on_result : called in the driver with ``(index, result)`` as each item finishes (any order).
     should_stop : asked after each result; when it says yes, the items in
         flight are abandoned and the unfinished ones are ``None`` in the result.
@@ -175,8 +180,8 @@ def ray_map(fn: Callable[[T], R], items: Sequence[T], config: Config, num_cpus: 
 
     rows = [{"index": index, "item": cloudpickle.dumps(item)} for index, item in enumerate(items)]
     dataset = ray.data.from_items(rows, override_num_blocks=len(rows)).map_batches(
-        _ApplyToRows, fn_constructor_kwargs={"fn": fn}, batch_size=1,
-        compute=ray.data.ActorPoolStrategy(size=min(config.ray.num_workers, len(rows))),
+        _apply_to_rows, fn_kwargs={"fn": fn}, batch_size=1,
+        compute=ray.data.TaskPoolStrategy(size=min(config.ray.num_workers, len(rows))),
         num_cpus=config.ray.num_cpus_per_worker if num_cpus is None else num_cpus, num_gpus=num_gpus)
     for row in dataset.iter_rows():
         result = cloudpickle.loads(row["result"])
@@ -214,11 +219,46 @@ def use_backend_factory(factory: BackendFactory) -> Iterator[None]:
         _registered_factory = previous
 
 
+class _WorkerState:
+    """This process's backend and response caches, kept from shard to shard and stage to stage."""
+
+    backend_key: str | None = None
+    backend: Backend | None = None
+    caches: dict[str, ResponseCache] = {}
+
+
+def worker_backend(key: str, factory: BackendFactory) -> Backend:
+    """The backend ``factory`` builds, built once per worker process and reused while ``key`` stays the same.
+
+    Ray runs every shard of every stage in a small set of reused worker
+    processes, so a model is loaded once per process per run. A different
+    ``key`` (another model or settings) closes the old backend first.
+
+    Parameters
+    ----------
+    key : identifies the factory (e.g. a digest of its pickle).
+    factory : builds the backend.
+    """
+    if _WorkerState.backend_key != key:
+        if _WorkerState.backend is not None:
+            _WorkerState.backend.close()
+        _WorkerState.backend_key, _WorkerState.backend = None, None
+        _WorkerState.backend = factory()
+        _WorkerState.backend_key = key
+    return _WorkerState.backend
+
+
+def _worker_cache(path: str) -> ResponseCache:
+    if path not in _WorkerState.caches:
+        _WorkerState.caches[path] = ResponseCache(path)
+    return _WorkerState.caches[path]
+
+
 class StageOnShard:
     """A model stage's work on one shard, as a Ray worker does it: load, ``process_shard``, commit.
 
-    Picklable; the backend and the cache are built in the worker on the first
-    shard and kept for the rest of the stage.
+    Picklable; the backend comes from :func:`worker_backend`, so a worker
+    process builds it once.
 
     Parameters
     ----------
@@ -231,13 +271,11 @@ class StageOnShard:
 
     def __init__(self, stage: ModelStage, run_root: str, cache_path: str, backend_factory: BackendFactory,
                  extra_fields: dict | None):
+        from ray import cloudpickle
+
         self.stage, self.run_root, self.cache_path = stage, run_root, cache_path
         self.backend_factory, self.extra_fields = backend_factory, extra_fields
-        self._backend: Backend | None = None
-        self._cache: ResponseCache | None = None
-
-    def __getstate__(self) -> dict:
-        return {**self.__dict__, "_backend": None, "_cache": None}
+        self.backend_key = hashlib.sha256(cloudpickle.dumps(backend_factory)).hexdigest()
 
     def __call__(self, job: tuple[str, Callable[[], list[dict]]]) -> dict:
         """Process one ``(shard, load)`` and commit it; returns its counts.
@@ -249,10 +287,9 @@ class StageOnShard:
         store = RunStore(self.run_root)
         if store.is_committed(self.stage.name, shard):
             return store.shard_counts(self.stage.name, shard)
-        if self._backend is None:
-            self._backend = self.backend_factory()
-            self._cache = ResponseCache(self.cache_path)
-        outputs, rejects, counts = process_shard(self.stage, load(), self._backend, self._cache, self.extra_fields)
+        backend = worker_backend(self.backend_key, self.backend_factory)
+        outputs, rejects, counts = process_shard(self.stage, load(), backend, _worker_cache(self.cache_path),
+                                                 self.extra_fields)
         store.commit_shard(self.stage.name, shard, outputs, rejects, counts)
         return counts
 
