@@ -126,7 +126,7 @@ class FilterConfig(GenerationConfig):
 
 class RayConfig(_Section):
     address: str | None = Field(None, description="Ray cluster to join ('auto' for a running one, or ray://host:10001); default: start a local Ray on this machine.")
-    num_workers: int = Field(2, ge=1, description="Actors in each step's Ray Data actor pool; in model stages each builds its own backend.")
+    num_workers: int = Field(2, ge=1, description="Ray tasks at once in each step; each worker process builds its own backend once.")
     num_cpus_per_worker: float = Field(1.0, gt=0, description="CPUs reserved by each worker.")
     num_gpus_per_worker: float = Field(0.0, ge=0, description="GPUs reserved by each worker (embedded backend on GPU nodes).")
 
