@@ -68,6 +68,20 @@ def test_rerun_makes_no_model_calls_and_gives_identical_output(tmp_path):
     assert manifest["reconciliation"]["ok"]
 
 
+def test_a_finished_run_is_replayed_without_building_a_backend(tmp_path):
+    config = make_config(tmp_path)
+    first = run(config, tmp_path / "run", ScriptedBackend(respond))
+    # no backend given: one would be built from config.llm (the embedded model) on first use
+    pipeline = Pipeline(config, tmp_path / "run", show_progress=False)
+    try:
+        manifest = pipeline.run()
+        assert pipeline._backend is None
+    finally:
+        pipeline.close()
+    assert manifest["reconciliation"]["ok"] and manifest["model"] == first["model"]
+    assert manifest["dataset_rows"] == first["dataset_rows"]
+
+
 def test_a_fresh_folder_replays_the_shared_cache(tmp_path):
     config = make_config(tmp_path)
     run(config, tmp_path / "a", ScriptedBackend(respond))

@@ -197,7 +197,10 @@ class Pipeline:
                 counts = run_model_stage_ray(stage, shards, self.store, self.config, progress,
                                              extra_fields={"seed": self.config.seed}, should_stop=self._out_of_time)
             else:
-                counts = run_model_stage(stage, shards, self.store, self.backend, self.cache, progress,
+                # a stage whose shards are all committed needs no backend: a replay loads no model
+                pending = any(not self.store.is_committed(stage.name, shard.name) for shard in shards)
+                counts = run_model_stage(stage, shards, self.store, self.backend if pending else None, self.cache,
+                                         progress,
                                          extra_fields={"seed": self.config.seed}, should_stop=self._out_of_time)
         self._record(stage.name, counts, prompt_version=stage.prompt_version)
         return counts
@@ -225,7 +228,8 @@ class Pipeline:
             "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "config": self.config.model_dump(mode="json"),
             "versions": _versions(),
-            "model": self._backend.model_name if self._backend is not None else self._model_key(),
+            "model": (self._backend.model_name if self._backend is not None
+                      else self.manifest.get("model", self._model_key())),
         })
         self.manifest["reconciliation"] = reconcile(self.manifest)
         self.store.write_manifest(self.manifest)

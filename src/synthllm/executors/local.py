@@ -141,7 +141,7 @@ def pending_shards(stage_name: str, shards: ShardSource, store: RunStore, this_r
         yield shard, load, size
 
 
-def run_model_stage(stage: ModelStage, shards: ShardSource, store: RunStore, backend: Backend,
+def run_model_stage(stage: ModelStage, shards: ShardSource, store: RunStore, backend: Backend | None,
                     cache: ResponseCache | None, progress: StageProgress | None = None,
                     extra_fields: dict | None = None, should_stop: Callable[[], bool] | None = None) -> dict:
     """Run ``stage`` over every shard in ``shards``, committing each; returns the stage's summed counts.
@@ -151,6 +151,7 @@ def run_model_stage(stage: ModelStage, shards: ShardSource, store: RunStore, bac
     calls, cache hits, and input records skipped because already committed.
     ``should_stop`` is asked before each new shard; when it says yes the stage
     returns early with ``this_run["stopped"]`` set (committed work stays).
+    ``backend`` may be ``None`` when every shard is committed already.
     """
     this_run = {"model_calls": 0, "cached": 0, "resumed_records": 0, "stopped": False}
     for shard, load, _size in pending_shards(stage.name, shards, store, this_run, progress, should_stop):
