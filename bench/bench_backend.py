@@ -13,6 +13,10 @@
     the all-cached path.
 (c) Optional (``--real-server``): (a) against a real ``transformers serve``
     running the embedded SmolLM2 model, where the model dominates.
+(d) Optional (``--ray-budget``): the cost of the cluster-wide budget used
+    under Ray (a lease from an async Ray actor per request,
+    :mod:`synthllm.executors.ray_budget`): the same backend and server with
+    and without ``shared_budget``, rounds interleaved, on a local Ray.
 
 Run::
 
@@ -133,6 +137,34 @@ def compare_with_raw(base_url: str, model: str, requests: list[ChatRequest], con
     return figures
 
 
+def compare_budget(base_url: str, requests: list[ChatRequest], concurrency: int, rounds: int) -> dict:
+    """Throughput (requests/s) of OpenAIBackend without and with a Ray budget actor's leases, interleaved."""
+    import ray
+
+    from synthllm.executors.ray_budget import RayBudget, cluster_budget
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        actor = cluster_budget("bench-budget", concurrency)
+        backends = {name: OpenAIBackend("bench", base_url=base_url, api_key_env="SYNTHLLM_BENCH_NO_KEY",
+                                        max_concurrency=concurrency, shared_budget=budget)
+                    for name, budget in (("plain", None), ("budget", RayBudget(actor)))}
+        figures: dict[str, list[float]] = {name: [] for name in backends}
+        for backend in backends.values():
+            run_backend(backend, requests[: 2 * concurrency])  # warm-up
+        for _ in range(rounds):
+            for name, backend in backends.items():
+                started = time.perf_counter()
+                replies = run_backend(backend, requests)
+                figures[name].append(len(requests) / (time.perf_counter() - started))
+                assert all(r.ok for r in replies), [r.error for r in replies if not r.ok][:3]
+        for backend in backends.values():
+            backend.close()
+    finally:
+        ray.shutdown()
+    return figures
+
+
 def documents(count: int) -> list[dict]:
     """Records shaped like the corpus (about 1,500 characters of text each)."""
     paragraph = ("A ratio compares two quantities by division. If a recipe uses 3 cups of flour for every "
@@ -212,6 +244,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--records", type=int, default=4000, help="records for the bookkeeping run")
     parser.add_argument("--real-server", action="store_true", help="also compare against transformers serve")
+    parser.add_argument("--ray-budget", action="store_true", help="also measure the Ray cluster budget's cost")
     args = parser.parse_args()
 
     prompts = [ChatRequest.from_messages([{"role": "user", "content": f"Question {i}: what is {i} + {i}?"}],
@@ -219,6 +252,7 @@ def main() -> None:
     process, url = start_instant_server()
     try:
         rates = compare_with_raw(url, "bench", prompts, args.concurrency, args.rounds)
+        budget = compare_budget(url, prompts, args.concurrency, args.rounds) if args.ray_budget else None
     finally:
         process.terminate()
         process.wait()
@@ -234,6 +268,14 @@ def main() -> None:
           f"rounds {' '.join(f'{r:.2f}' for r in paired)}  (target >= 0.95)")
     print(f"    client CPU per request: raw {raw_cpu:.0f} us, synthllm {synth_cpu:.0f} us, "
           f"ratio {synth_cpu / raw_cpu:.3f} (medians; the openai client itself dominates)")
+
+    if budget is not None:
+        paired = [leased / plain for leased, plain in zip(budget["budget"], budget["plain"])]
+        print(f"(d) Ray cluster budget, same server and requests, {args.rounds} rounds (alternating)")
+        print(f"    without budget: median {statistics.median(budget['plain']):6.1f} req/s; with a lease per "
+              f"request: median {statistics.median(budget['budget']):6.1f} req/s")
+        print(f"    ratio with/without: median of paired rounds {statistics.median(paired):.3f}, "
+              f"rounds {' '.join(f'{r:.2f}' for r in paired)}")
 
     core, executor = bookkeeping(args.records, shard_size=500)
     print(f"(b) CPU per request, {args.records} requests, instant scripted backend, Level-1 prompts (~1.9k chars)")
