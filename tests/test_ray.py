@@ -71,13 +71,14 @@ def fails_on_empty(items: list) -> int:
 
 
 @needs_ray
-def test_ray_map_keeps_input_order_and_raises_worker_errors_as_themselves(tmp_path, ray_cluster):
+@pytest.mark.parametrize("actors", [False, True], ids=["tasks", "actor pool (as for GPU steps)"])
+def test_ray_map_keeps_input_order_and_raises_worker_errors_as_themselves(tmp_path, ray_cluster, actors):
     seen = []
-    assert ray_map(len, [[1] * n for n in (3, 0, 5, 1)], make_config(),
+    assert ray_map(len, [[1] * n for n in (3, 0, 5, 1)], make_config(), actors=actors,
                    on_result=lambda index, result: seen.append((index, result))) == [3, 0, 5, 1]
     assert sorted(seen) == [(0, 3), (1, 0), (2, 5), (3, 1)]
     with pytest.raises(ValueError, match="an empty shard") as raised:
-        ray_map(fails_on_empty, [[1], []], make_config())
+        ray_map(fails_on_empty, [[1], []], make_config(), actors=actors)
     assert "raised in a Ray worker" in "".join(raised.value.__notes__)
 
 

@@ -12,7 +12,9 @@ progress bar) and does the reduce steps itself.
 Tasks, not an actor pool: Ray reuses its worker processes across tasks and
 across datasets, so a model kept in a per-process cache is loaded once per
 process per run, while an actor pool is started afresh for every dataset
-(2.8 s per step on the reference machine against 0.15 s for tasks).
+(2.8 s per step on the reference machine against 0.15 s for tasks). GPU
+steps are the exception: Ray never reuses a GPU task's process, so they run
+in an actor pool that keeps its GPUs and models for the step.
 
 Rows are small: a shard's name and its pickled loader. A worker loads its
 shard's records itself from the run folder (which, on a multi-node cluster,
@@ -140,15 +142,29 @@ def _apply_to_rows(batch: dict, fn: Callable) -> dict:
     return {"index": batch["index"], "result": results}
 
 
+class _ApplyToRowsInActor:
+    """:func:`_apply_to_rows` as a Ray Data actor class, for GPU steps (see :func:`ray_map`)."""
+
+    def __init__(self, fn: Callable):
+        self.fn = fn
+
+    def __call__(self, batch: dict) -> dict:
+        return _apply_to_rows(batch, self.fn)
+
+
 def ray_map(fn: Callable[[T], R], items: Sequence[T], config: Config, num_cpus: float | None = None,
             num_gpus: float = 0.0, on_result: Callable[[int, R], None] | None = None,
-            should_stop: Callable[[], bool] | None = None) -> list[R | None]:
+            should_stop: Callable[[], bool] | None = None, actors: bool | None = None) -> list[R | None]:
     """``[fn(item) for item in items]`` as a Ray Data ``map_batches``; results in input order.
 
     The transformation runs as Ray tasks, at most ``ray.num_workers`` at a
     time. Ray reuses its worker processes from task to task and from one call
     to the next, so state that must outlive one item (a loaded model) belongs
     in a per-process cache (:func:`worker_backend`, the embedder's ``lru_cache``).
+    Steps that reserve GPUs run in an actor pool of ``ray.num_workers``
+    actors instead: Ray never reuses a GPU task's process (``max_calls=1``),
+    so tasks would load the model for every shard, while an actor keeps its
+    GPU and its model for the whole step.
 
     Parameters
     ----------
@@ -161,6 +177,8 @@ def ray_map(fn: Callable[[T], R], items: Sequence[T], config: Config, num_cpus: 
     on_result : called in the driver with ``(index, result)`` as each item finishes (any order).
     should_stop : asked after each result; when it says yes, the items in
         flight are abandoned and the unfinished ones are ``None`` in the result.
+    actors : run in an actor pool (``True``) or as tasks (``False``); default:
+        actors exactly when ``num_gpus > 0``.
 
     Returns
     -------
@@ -179,10 +197,15 @@ def ray_map(fn: Callable[[T], R], items: Sequence[T], config: Config, num_cpus: 
     from ray import cloudpickle
 
     rows = [{"index": index, "item": cloudpickle.dumps(item)} for index, item in enumerate(items)]
+    size = min(config.ray.num_workers, len(rows))
+    if num_gpus > 0 if actors is None else actors:
+        udf = {"fn": _ApplyToRowsInActor, "fn_constructor_kwargs": {"fn": fn},
+               "compute": ray.data.ActorPoolStrategy(size=size)}
+    else:
+        udf = {"fn": _apply_to_rows, "fn_kwargs": {"fn": fn}, "compute": ray.data.TaskPoolStrategy(size=size)}
     dataset = ray.data.from_items(rows, override_num_blocks=len(rows)).map_batches(
-        _apply_to_rows, fn_kwargs={"fn": fn}, batch_size=1,
-        compute=ray.data.TaskPoolStrategy(size=min(config.ray.num_workers, len(rows))),
-        num_cpus=config.ray.num_cpus_per_worker if num_cpus is None else num_cpus, num_gpus=num_gpus)
+        **udf, batch_size=1, num_cpus=config.ray.num_cpus_per_worker if num_cpus is None else num_cpus,
+        num_gpus=num_gpus)
     for row in dataset.iter_rows():
         result = cloudpickle.loads(row["result"])
         if isinstance(result, _ShardError):
