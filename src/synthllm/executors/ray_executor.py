@@ -82,8 +82,8 @@ def _import_ray():
     try:
         import ray
         import ray.data  # noqa: F401  (the extra is ray[data]; plain ray lacks it)
-    except ImportError:
-        raise RayNotInstalled(INSTALL_HINT) from None
+    except ImportError as error:  # e.g. plain `ray` without Ray Data's own dependencies (pandas)
+        raise RayNotInstalled(f"{INSTALL_HINT}; {error}") from None
     return ray
 
 
