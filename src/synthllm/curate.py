@@ -14,6 +14,7 @@ reconciles.
 from __future__ import annotations
 
 import functools
+import math
 import os
 from pathlib import Path
 from typing import Callable
@@ -87,13 +88,13 @@ def _decontaminator(config: Config):
     return Decontaminator(specs, ngram=cfg.ngram), [s.name for s in specs]
 
 
-class CheckShard:
-    """Curation's map step on one shard of answered questions (picklable, so it runs on Ray workers too).
+class CheckShards:
+    """Curation's map step on a group of shards of answered questions (picklable, so it runs on Ray too).
 
-    Returns the shard's dataset rows, their dedup signatures (``None`` with
-    dedup off) and the decontamination matches of every row. The reduce step
-    in :func:`curate_dataset` clusters the signatures over the whole dataset
-    and keeps the matches of the rows dedup kept.
+    Returns the group's dataset rows (in shard order), their dedup
+    signatures (``None`` with dedup off) and the decontamination matches of
+    every row. The reduce step in :func:`curate_dataset` clusters the
+    signatures over the whole dataset and keeps the matches of the rows dedup kept.
 
     Parameters
     ----------
@@ -107,8 +108,8 @@ class CheckShard:
         self.dedup = config.dedup
         self.decontaminator = decontaminator
 
-    def __call__(self, load: Callable[[], list[dict]]) -> tuple[list[dict], list | None, list[dict]]:
-        rows = [dataset_row(r) for r in load()]
+    def __call__(self, loaders: list[Callable[[], list[dict]]]) -> tuple[list[dict], list | None, list[dict]]:
+        rows = [dataset_row(r) for load in loaders for r in load()]
         signatures = None
         if self.dedup.enabled:
             from .quality import text_signatures
@@ -119,19 +120,31 @@ class CheckShard:
         return rows, signatures, matches
 
 
+def shard_groups(items: list, config: Config) -> list[list]:
+    """``items`` cut into consecutive groups, about four per Ray worker.
+
+    Curation commits nothing per shard, so its map step can take many shards
+    at once: each Ray task then unpickles the benchmark index (tens of MB for
+    GSM8K and MATH) once per group instead of once per shard.
+    """
+    size = max(1, math.ceil(len(items) / (4 * config.ray.num_workers)))
+    return [items[start:start + size] for start in range(0, len(items), size)]
+
+
 def curate_dataset(store: RunStore, config: Config) -> dict:
     """Dedup and decontaminate the answered questions and write the dataset; returns counts.
 
-    The per-record work (signatures, benchmark look-ups) runs per shard on the
-    configured executor; the clustering and the files are written here.
+    The per-record work (signatures, benchmark look-ups) runs on groups of
+    shards on the configured executor; the clustering and the files are written here.
     """
     decontaminator, benchmarks = _decontaminator(config)
     loaders = [functools.partial(store.read_shard, "answers", name) for name in store.shards("answers")]
     rows, signatures, matches = [], [], []
-    for shard_rows, shard_signatures, shard_matches in map_items(CheckShard(config, decontaminator), loaders, config):
-        rows += shard_rows
-        signatures += shard_signatures or []
-        matches += shard_matches
+    for group_rows, group_signatures, group_matches in map_items(CheckShards(config, decontaminator),
+                                                                 shard_groups(loaders, config), config):
+        rows += group_rows
+        signatures += group_signatures or []
+        matches += group_matches
     kept, dup_removed = rows, []
     if config.dedup.enabled:
         from .quality import deduplicate
