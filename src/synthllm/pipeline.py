@@ -304,16 +304,20 @@ class Pipeline:
                                                            "resumed_records": rate["in"]}})
             self._record("filter", summary)
             return summary
+        store = self.store
+        ids_by_shard = {name: [d["id"] for d in store.read_shard("documents", name)]
+                        for name in store.shards("documents")}
         if cfg.ratings_path is not None:
             ratings = load_ratings(cfg.ratings_path)
         else:
             stage = RateDocuments(_sampling(cfg, self.config.seed), cfg.prompt_version, cfg.domain,
                                   cfg.max_document_chars)
             self._fingerprint("rate", self.fingerprints["filter"], _request_shape(stage))
-            self._run_stage(stage, self._document_sample(lambda ids: set(random.Random(self.config.seed).sample(
-                ids, min(cfg.sample_size, len(ids))))), "rate")
+            every_id = [doc_id for ids in ids_by_shard.values() for doc_id in ids]
+            sample = set(random.Random(self.config.seed).sample(every_id, min(cfg.sample_size, len(every_id))))
+            self._run_stage(stage, self._document_sample(ids_by_shard, sample), "rate")
             ratings = {r["id"]: r["rating"] for r in self.store.iter_records("rate")}
-        rated_shards = self._document_sample(lambda ids: set(ids) & ratings.keys())
+        rated_shards = self._document_sample(ids_by_shard, ratings.keys())
         rated = [doc_id for shard in rated_shards for doc_id in shard.ids]
         summary = {**empty_counts(), "threshold": cfg.threshold, "ratings": len(rated)}
         scorer = None
@@ -345,16 +349,14 @@ class Pipeline:
         self._record("filter", summary)
         return summary
 
-    def _document_sample(self, choose: Callable[[list[str]], set[str]]) -> list[Shard]:
-        """The documents whose ids ``choose(all ids)`` returns, as shards named after their document shards.
+    def _document_sample(self, ids_by_shard: dict[str, list[str]], chosen) -> list[Shard]:
+        """The documents whose ids are in ``chosen``, as shards named after their document shards.
 
-        Each shard also gets ``ids``: its chosen ids in document order.
+        ``ids_by_shard`` lists each document shard's ids in order; each shard
+        returned also gets ``ids``: its chosen ids in document order.
         """
-        store = self.store
-        by_shard = {name: [d["id"] for d in store.read_shard("documents", name)] for name in store.shards("documents")}
-        chosen = choose([doc_id for ids in by_shard.values() for doc_id in ids])
-        shards = []
-        for name, ids in by_shard.items():
+        store, shards = self.store, []
+        for name, ids in ids_by_shard.items():
             mine = [doc_id for doc_id in ids if doc_id in chosen]
             if not mine:
                 continue

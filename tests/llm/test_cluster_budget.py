@@ -170,7 +170,7 @@ def test_factory_for_the_embedded_backend_is_plain_make_backend():
     assert factory.func is make_backend and factory.args == (config,) and not factory.keywords
 
 
-# ----- Ray workers sharing one ClusterBudget actor -----
+# ----- Ray workers sharing one budget actor -----
 
 class Worker:
     """A Ray actor with one backend, as a shard worker has."""

@@ -4,7 +4,7 @@ Each Ray worker builds its own :class:`~synthllm.llm.openai_backend.OpenAIBacken
 and each backend enforces ``max_concurrency``, ``rpm`` and ``tpm`` on its own:
 N workers with the full limits would send N times too much, and N workers
 with ``limit // N`` each leave an idle worker's share unused. Here one named
-async Ray actor, :data:`ClusterBudget`, holds the cluster's limits, and every
+async Ray actor (:class:`SharedLimits` run by Ray) holds the cluster's limits, and every
 worker's backend takes a lease from it for each attempt
 (``shared_budget=RayBudget(actor)``). Workers keep the full limits locally,
 so one busy worker can use the whole budget while the others idle.
@@ -25,7 +25,7 @@ Wiring
     creates (or finds) the named actor and returns the picklable factory that
     the shard workers call to build their backends.
 
-Importing this module does not import Ray; :data:`ClusterBudget` is made on first use.
+Importing this module does not import Ray.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ _actors: dict[str, object] = {}
 class SharedLimits:
     """Concurrency, requests-per-minute and tokens-per-minute limits shared by many backends.
 
-    A plain asyncio class, used on one event loop; :data:`ClusterBudget` runs
+    A plain asyncio class, used on one event loop; :func:`cluster_budget` runs
     it as a Ray actor. Implements :class:`~synthllm.llm.openai_backend.SharedBudget`.
 
     Parameters
@@ -162,20 +162,14 @@ class SharedLimits:
 
 @functools.cache
 def _actor_class():
+    """``ray.remote(SharedLimits)``, the budget actor's class, made on first use (importing this module needs no Ray)."""
     import ray
 
     return ray.remote(SharedLimits)
 
 
-def __getattr__(name: str):
-    # ClusterBudget = ray.remote(SharedLimits), made on first use so that importing this module needs no Ray.
-    if name == "ClusterBudget":
-        return _actor_class()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 class RayBudget:
-    """The :class:`~synthllm.llm.openai_backend.SharedBudget` of a :data:`ClusterBudget` actor, for one backend.
+    """The :class:`~synthllm.llm.openai_backend.SharedBudget` of a budget actor, for one backend.
 
     Parameters
     ----------
@@ -203,7 +197,7 @@ class RayBudget:
 
 def cluster_budget(name: str, max_concurrency: int, rpm: int | None = None, tpm: int | None = None,
                    lease_seconds: float | None = None):
-    """Create the named :data:`ClusterBudget` actor, or get it when it exists; returns its handle.
+    """Create the named budget actor, or get it when it exists; returns its handle.
 
     Call on the driver after Ray is initialised. The actor takes no CPU and
     lives as long as the driver's Ray job (this module keeps its handle); Ray
@@ -237,7 +231,7 @@ def cluster_budget(name: str, max_concurrency: int, rpm: int | None = None, tpm:
 def cluster_backend_factory(config: Config, name: str | None = None) -> Callable[[], Backend]:
     """A picklable factory for Ray workers' backends that share one budget of ``config.llm``'s limits.
 
-    For the OpenAI backend, creates (or gets) the :data:`ClusterBudget` actor
+    For the OpenAI backend, creates (or gets) the budget actor
     ``name`` with ``config.llm``'s ``max_concurrency``, ``rpm`` and ``tpm``;
     each worker's backend keeps these limits locally too and takes a lease per
     attempt. Leases expire after ``2 * timeout + LEASE_MARGIN`` seconds. Call

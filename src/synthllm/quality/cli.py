@@ -34,14 +34,19 @@ def _fail(message: str) -> None:
     raise typer.Exit(2)
 
 
-def _read_records(path: Path, required: tuple[str, ...] = ("id",)) -> list[dict]:
-    """Records of a JSONL file; a clear one-line error for a missing file, bad JSON or a missing field."""
+def _read_file(path: Path, reader):
+    """``reader(path)``, with a one-line error for a missing file or a malformed one (a ``ValueError``)."""
     if not path.is_file():
         _fail(f"{path}: no such file")
     try:
-        records = read_jsonl(path)
+        return reader(path)
     except ValueError as error:
         _fail(str(error))
+
+
+def _read_records(path: Path, required: tuple[str, ...] = ("id",)) -> list[dict]:
+    """Records of a JSONL file; a clear one-line error for a missing file, bad JSON or a missing field."""
+    records = _read_file(path, read_jsonl)
     with open(path, encoding="utf-8") as handle:
         line_numbers = [n for n, line in enumerate(handle, 1) if line.strip()]
     for line_number, record in zip(line_numbers, records):
@@ -125,12 +130,7 @@ def filter_command(
     documents = _read_records(input, ("id", text_key))
     rating_by_id: dict[str, float] = {}
     if ratings is not None:
-        if not ratings.is_file():
-            _fail(f"{ratings}: no such file")
-        try:
-            rating_by_id = load_ratings(ratings)
-        except ValueError as error:
-            _fail(str(error))
+        rating_by_id = _read_file(ratings, load_ratings)
         known = {str(d["id"]) for d in documents}
         unknown = [i for i in rating_by_id if i not in known]
         if unknown:

@@ -13,13 +13,12 @@ from typing import Callable
 
 import numpy as np
 
+from ..quality.domain_filter import embed_documents
 from ..store import RunStore, empty_counts
 
 
 def embed_shard(load: Callable[[], list[dict]]) -> np.ndarray:
     """The sentence embeddings of a shard's documents (for fitting the scorer)."""
-    from ..quality.domain_filter import embed_documents
-
     return embed_documents(load())
 
 
@@ -48,7 +47,7 @@ class ScoreShard:
         if store.is_committed("filter", shard):  # the scorer is seeded: same scores as before
             return store.shard_counts("filter", shard)
         docs = load()
-        scores = self.scorer.predict(embed_shard(lambda: docs)) if self.scorer is not None and docs else None
+        scores = self.scorer.predict(embed_documents(docs)) if self.scorer is not None and docs else None
         kept, rejects = [], []
         for position, doc in enumerate(docs):
             score = None if scores is None else round(float(scores[position]), 4)
