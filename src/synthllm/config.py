@@ -164,8 +164,7 @@ class Config(_Section):
         return self
 
 
-class ConfigError(ValueError):
-    """A config file that cannot be used; the message is one line naming the file and field."""
+from .errors import ConfigError  # noqa: E402  (re-exported)
 
 
 def load_config(path: str | Path | None = None, overrides: dict | None = None) -> Config:

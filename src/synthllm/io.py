@@ -33,8 +33,7 @@ class ReadStats:
             self.problems.append(f"{where}: {reason}")
 
 
-class InputError(ValueError):
-    """The corpus cannot be read at all (missing path, unknown format)."""
+from .errors import InputError  # noqa: E402  (re-exported: callers import it from here too)
 
 
 def content_id(text: str) -> str:
@@ -172,7 +171,7 @@ def truncate_text(text: str, max_chars: int) -> str:
     return head.rstrip()
 
 
-class JsonlError(ValueError):
+class JsonlError(InputError):
     """A JSONL line that is not a JSON object; the message is ``file:line: reason``."""
 
 

@@ -19,6 +19,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from ..errors import InputError
 from ..io import JsonlError, iter_jsonl
 from . import diversity
 from .divergence import classifier_tv, curation_tv, mmd_rbf
@@ -27,7 +28,7 @@ LEVELS = (1, 2, 3)
 LENGTH_EDGES = [0, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096]
 
 
-class RunFolderError(ValueError):
+class RunFolderError(InputError):
     """A run folder that cannot be read; the message names the file and what is wrong."""
 
 

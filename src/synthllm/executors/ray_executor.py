@@ -57,6 +57,7 @@ from pathlib import Path
 from typing import Callable, Iterator, Sequence, TypeVar
 
 from ..config import Config
+from ..errors import MissingDependency
 from ..llm.base import Backend
 from ..llm.cache import ResponseCache, default_cache_path
 from ..progress import StageProgress
@@ -74,7 +75,7 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
-class RayNotInstalled(ImportError):
+class RayNotInstalled(MissingDependency):
     """``executor: ray`` was asked for but the ``ray`` package is not installed."""
 
 

@@ -22,6 +22,8 @@ from typing import Any
 import numpy as np
 from scipy import sparse
 
+from ..errors import InputError
+
 from .canonical import canonicalize, merge_near_synonyms
 from .graph import ConceptGraph
 
@@ -30,7 +32,7 @@ _DOC_ID_FIELDS = ("doc_id", "document_id", "source_id", "id")
 _CONCEPT_FIELDS = ("key_concepts", "concepts", "kcs")
 
 
-class ConceptRecordError(ValueError):
+class ConceptRecordError(InputError):
     """A concept record does not have the expected shape; the message says why."""
 
 

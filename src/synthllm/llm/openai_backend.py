@@ -72,8 +72,7 @@ _FATAL_STATUS = {401, 403, 404}
 _OVERLOAD_STATUS = {429, 503}
 
 
-class BackendUnavailable(RuntimeError):
-    """The server keeps refusing (or rejects the credentials); the run should stop."""
+from ..errors import BackendUnavailable  # noqa: E402  (re-exported)
 
 
 def estimate_prompt_tokens(messages: Sequence[dict]) -> int:

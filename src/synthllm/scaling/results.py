@@ -19,12 +19,14 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import InputError
+
 __all__ = ["ResultsError", "ScalingResults", "read_results_csv"]
 
 SIZE_COLUMNS = ("tokens", "samples")
 
 
-class ResultsError(ValueError):
+class ResultsError(InputError):
     """A results file that cannot be used; the message names file, line and problem."""
 
 
