@@ -41,6 +41,7 @@ from .executors.local import run_model_stage
 from .io import InputError, ReadStats, read_documents
 from .llm.base import Backend, Sampling
 from .llm.cache import ResponseCache
+from .llm.factory import make_backend
 from .progress import console, stage_progress
 from .stages.answers import AnswerQuestions
 from .stages.base import ModelStage
@@ -52,22 +53,6 @@ from .stages.records import stable_id
 from .store import RunStore, empty_counts
 
 QUESTION_STAGES = ("level1", "level2", "level3")
-
-
-def make_backend(config: Config, shared_budget=None) -> Backend:
-    """The backend the config asks for; ``shared_budget`` goes to an OpenAI backend (see ``OpenAIBackend``)."""
-    llm = config.llm
-    if llm.backend == "embedded":
-        from .llm.embedded import TransformersBackend
-
-        return TransformersBackend(llm.model, batch_size=llm.batch_size, device=llm.device, threads=llm.threads,
-                                   repetition_penalty=llm.repetition_penalty)
-    from .llm.openai_backend import OpenAIBackend
-
-    return OpenAIBackend(model=llm.model, base_url=llm.base_url, api_key_env=llm.api_key_env,
-                         max_concurrency=llm.max_concurrency, rpm=llm.rpm, tpm=llm.tpm, timeout=llm.timeout,
-                         max_retries=llm.max_retries, context_window=llm.context_window, prices=llm.prices,
-                         shared_budget=shared_budget)
 
 
 def _request_shape(stage: ModelStage) -> list:

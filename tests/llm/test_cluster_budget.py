@@ -20,7 +20,7 @@ from synthllm.executors.ray_budget import (RayBudget, SharedLimits, _budgeted_ba
 from synthllm.llm.base import ChatRequest, Sampling
 from synthllm.llm.fault_proxy import FaultProxy
 from synthllm.llm.openai_backend import BackendUnavailable, OpenAIBackend
-from synthllm.pipeline import make_backend
+from synthllm.llm.factory import make_backend
 
 
 class SlowServer(FaultProxy):

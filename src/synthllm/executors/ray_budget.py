@@ -253,7 +253,7 @@ def cluster_backend_factory(config: Config, name: str | None = None) -> Callable
     ------
     ValueError : an actor named ``name`` exists with other limits.
     """
-    from ..pipeline import make_backend
+    from ..llm.factory import make_backend
 
     llm = config.llm
     if llm.backend != "openai":
@@ -272,6 +272,6 @@ def _budgeted_backend(config: Config, name: str) -> Backend:
     """``make_backend(config)`` with the budget actor ``name`` as its shared budget (runs in the worker)."""
     import ray
 
-    from ..pipeline import make_backend
+    from ..llm.factory import make_backend
 
     return make_backend(config, shared_budget=RayBudget(ray.get_actor(name)))
