@@ -142,3 +142,31 @@ class RunStore:
         path = self.root / relative
         atomic_write_text(path, jsonl_text(records))
         return path
+
+    # -- what readers use (the report, the card, the study): never glob the folder ----------
+    def dataset_rows(self) -> list[dict]:
+        """The rows of ``dataset.jsonl`` (:class:`~synthllm.records.DatasetRow`); ``[]`` before curation."""
+        from .io import read_jsonl
+
+        path = self.root / "dataset.jsonl"
+        return read_jsonl(path) if path.is_file() else []
+
+    def removed(self, check: str) -> list[dict]:
+        """Rows curation removed by ``check`` (``"dedup"`` or ``"decontam"``): :class:`~synthllm.records.RemovedRow`."""
+        from .io import read_jsonl
+
+        path = self.root / "quality" / f"{check}.jsonl"
+        return read_jsonl(path) if path.is_file() else []
+
+    def read_json(self, relative: str):
+        """A JSON file of the run folder (``graph/coverage.json``, ``quality/filter.json``); ``None`` if absent."""
+        path = self.root / relative
+        if not path.is_file():
+            return None
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            from .errors import InputError
+
+            raise InputError(f"{path}: not valid JSON ({exc})") from None
+
