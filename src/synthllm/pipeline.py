@@ -152,8 +152,10 @@ class Pipeline:
         upstream = all(self.resolve(r) in finished for r in step.reads if self.resolve(r) in self.planned)
         summary = self.store.done(step.name) if upstream else None
         if summary is not None:  # finished in an earlier run: replay its counts
-            summary["this_run"] = {"model_calls": 0, "cached": 0, "resumed_records": summary.get("in", 0),
-                                   "pending": 0, "stopped": False} if "this_run" in summary else None
+            for counts in (summary, *summary.get("parts", {}).values()):
+                if "this_run" in counts:
+                    counts["this_run"] = {"model_calls": 0, "cached": 0, "resumed_records": counts.get("in", 0),
+                                          "pending": 0, "stopped": False}
         else:
             summary = step.run(self)
             this_run = summary.get("this_run") or {}
