@@ -14,7 +14,7 @@ import hashlib
 import json
 import platform
 
-from .steps import CORPUS, MODEL_BALANCE, STEP, STEPS
+from .steps import CORPUS, MODEL_BALANCE, QUESTIONS, STEPS
 
 #: balance of the parts a step records besides itself (the filter's ratings, curation's two checks)
 PART_BALANCE = {"rate": MODEL_BALANCE, "dedup": ("out", "removed"), "decontam": ("out", "removed")}
@@ -41,25 +41,31 @@ def summary_line(stage: str, counts: dict) -> str:
     return f"{mark} {stage:<10} " + ", ".join(parts)
 
 
-def reconcile(manifest: dict) -> dict:
-    """Check that the manifest's counts add up; returns ``{"ok": bool, "problems": [...]}``."""
+def reconcile(manifest: dict, steps=STEPS) -> dict:
+    """Check that the manifest's counts add up; returns ``{"ok": bool, "problems": [...]}``.
+
+    ``steps`` are the declarations the run used (default :data:`~synthllm.steps.STEPS`).
+    """
+    declared = {step.name: step for step in steps}
     stages = manifest.get("stages", {})
-    plan = manifest.get("plan") or [name for name in STEP if name in stages or name == "curate"]
+    plan = manifest.get("plan") or [name for name in declared if name in stages or name == "curate"]
     problems = []
     for name, counts in stages.items():
-        balance = PART_BALANCE.get(name) or (STEP[name].balance if name in STEP else MODEL_BALANCE)
+        balance = PART_BALANCE.get(name) or (declared[name].balance if name in declared else MODEL_BALANCE)
         total = sum(counts.get(key, 0) or 0 for key in balance)
         if counts.get("in") != total:
             problems.append(f"{name}: in {counts.get('in')} != {' + '.join(balance)} ({total})")
 
-    def resolve(name: str) -> str:
-        return ("filter" if "filter" in plan else "documents") if name == CORPUS else name
+    def expand(name: str) -> list[str]:
+        if name == QUESTIONS:
+            return [s for s in plan if declared[s].kind == "model" and declared[s].level is not None]
+        return [("filter" if "filter" in plan else "documents") if name == CORPUS else name]
 
-    for step in STEPS:
+    for step in steps:
         if step.name not in plan:
             continue
         for part, sources in step.flows:
-            sources = [(resolve(src), key) for src, key in sources if resolve(src) in stages]
+            sources = [(name, key) for src, key in sources for name in expand(src) if name in stages]
             if part not in stages or not sources:
                 continue
             if step.kind != "reduce" and not stages[part].get("complete", True):

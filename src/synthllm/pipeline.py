@@ -31,7 +31,7 @@ from .llm.base import Backend
 from .manifest import digest, reconcile, summary_line, versions
 from .progress import console, stage_progress
 from .stages.base import ModelStage
-from .steps import CORPUS, STEP, Step, plan
+from .steps import CORPUS, QUESTIONS, STEPS, Step, plan
 from .store import DocumentTexts, RunStore
 
 
@@ -69,11 +69,15 @@ class Pipeline:
     backend_factory : a picklable zero-argument callable building the backend (any executor).
     cache : the response cache; by default ``config.cache_path`` or the shared default.
     show_progress : draw progress bars (only on a terminal).
+    steps : the step declarations (default :data:`~synthllm.steps.STEPS`; add your own generator here).
     """
 
     def __init__(self, config: Config, out: str | Path, backend: Backend | None = None,
-                 backend_factory: Callable[[], Backend] | None = None, cache=None, show_progress: bool = True):
+                 backend_factory: Callable[[], Backend] | None = None, cache=None, show_progress: bool = True,
+                 steps: tuple[Step, ...] = STEPS):
         self.config = config
+        self.declared = tuple(steps)
+        self.steps = {step.name: step for step in self.declared}
         self.store = RunStore(out)
         self.executor = make_executor(config, _Given(backend) if backend is not None else backend_factory, cache)
         self.show_progress = show_progress
@@ -96,6 +100,12 @@ class Pipeline:
     def resolve(self, name: str) -> str:
         """A step name, with :data:`~synthllm.steps.CORPUS` resolved to the filter when it runs."""
         return ("filter" if "filter" in self.planned else "documents") if name == CORPUS else name
+
+    def expand(self, name: str) -> list[str]:
+        """The planned steps a name in ``reads`` stands for (:data:`~synthllm.steps.QUESTIONS`: all question steps)."""
+        if name == QUESTIONS:
+            return [s for s in self.planned if self.steps[s].kind == "model" and self.steps[s].level is not None]
+        return [self.resolve(name)]
 
     def shards_of(self, stage: str, transform: Callable[[str, list[dict]], list[dict]] | None = None,
                   prefix: str = "") -> list[Shard]:
@@ -139,7 +149,7 @@ class Pipeline:
             parts.append(f"{self.config.llm.backend}:{self.config.llm.model}")
         if step.stage is not None:
             parts.append(step.stage(self.config).fingerprint_parts())
-        parts.append([self.fingerprints.get(self.resolve(r)) for r in step.reads])
+        parts.append([self.fingerprints.get(name) for read in step.reads for name in self.expand(read)])
         return digest(*parts)
 
     def execute(self, step: Step, finished: set[str]) -> dict:
@@ -149,7 +159,7 @@ class Pipeline:
         self.fingerprints[step.name] = self.fingerprint(step)
         if self.store.set_fingerprint(step.name, self.fingerprints[step.name]):
             console.print(f"[yellow]{step.name}: settings or inputs changed since the last run; redoing it[/]")
-        upstream = all(self.resolve(r) in finished for r in step.reads if self.resolve(r) in self.planned)
+        upstream = all(name in finished for read in step.reads for name in self.expand(read) if name in self.planned)
         summary = self.store.done(step.name) if upstream else None
         if summary is not None:  # finished in an earlier run: replay its counts
             for counts in (summary, *summary.get("parts", {}).values()):
@@ -195,7 +205,7 @@ class Pipeline:
         backend = self.executor.describe_backend()
         if backend:
             self.manifest["backend"] = backend
-        self.manifest["reconciliation"] = reconcile(self.manifest)
+        self.manifest["reconciliation"] = reconcile(self.manifest, self.declared)
         self.store.write_manifest(self.manifest)
 
     # -- whole runs --------------------------------------------------------------------------
@@ -207,7 +217,7 @@ class Pipeline:
         RunFolderBusy : another process is running in this folder.
         KeyboardInterrupt : after recording the partial dataset.
         """
-        steps = plan(self.config, levels, until)
+        steps = plan(self.config, levels, until, self.declared)
         self.planned = [step.name for step in steps]
         self.store.lock()
         self._deadline = time.monotonic() + self.config.time_budget if self.config.time_budget else None
@@ -244,11 +254,11 @@ class Pipeline:
         """After a stop: record what the shards hold and write the dataset from what is answered."""
         self.manifest["partial"] = {"reason": reason, **({"pending": pending} if pending else {})}
         for name in self.planned:
-            if STEP[name].kind == "model" and name not in self.manifest["stages"] and self.store.shards(name):
+            if self.steps[name].kind == "model" and name not in self.manifest["stages"] and self.store.shards(name):
                 self.manifest["stages"][name] = {**self.store.stage_counts(name), "complete": False}
         if "curate" in self.planned and "curate" not in self._executed:
             self._deadline = None  # curation of what is answered is quick and always done
-            self.execute(STEP["curate"], finished)
+            self.execute(self.steps["curate"], finished)
         self.save_manifest()
         console.print(f"[yellow]stopped ({reason}): wrote a partial dataset of {self.manifest.get('dataset_rows', 0)} "
                       "rows; run the same command again to continue[/]")

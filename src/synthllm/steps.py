@@ -42,6 +42,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 #: in the declarations below: the documents the generators read (the filter's output when it runs)
 CORPUS = "corpus"
+#: ... and every question step of the plan (the model steps with a ``level``)
+QUESTIONS = "questions"
 MODEL_BALANCE = ("ok", "unsuitable", "unparsable", "failed")
 
 
@@ -53,7 +55,8 @@ class Step:
     ----------
     name : the run folder's ``stages/<name>`` and the manifest key.
     kind : ``read`` (the corpus), ``model`` (a model stage over shards) or ``reduce`` (a global step).
-    reads : the steps whose records it takes (:data:`CORPUS` = filter or documents).
+    reads : the steps whose records it takes (:data:`CORPUS` = filter or documents; :data:`QUESTIONS`
+        = every question step of the plan).
     sections : config sections whose fields enter its fingerprint (``fields`` narrows them).
     run : the body; returns the step's counts.
     stage : for model steps, builds the stage from the config.
@@ -169,7 +172,7 @@ def model_step(name: str, source: str, transform=None) -> Callable[["Pipeline"],
     """The body of a model step: its stage over ``source``'s shards (``transform`` adds what the prompt needs)."""
 
     def run(p: "Pipeline") -> dict:
-        return p.run_model(STEP[name].stage(p.config), p.shards_of(p.resolve(source), transform and transform(p)))
+        return p.run_model(p.steps[name].stage(p.config), p.shards_of(p.resolve(source), transform and transform(p)))
 
     return run
 
@@ -186,9 +189,9 @@ def with_reference_texts(p: "Pipeline"):
 
 
 def answer_questions(p: "Pipeline") -> dict:
-    sources = [s for s in ("level1", "level2", "level3") if s in p.planned]
+    sources = p.expand(QUESTIONS)
     shards = [shard for source in sources for shard in p.shards_of(source, prefix=f"{source}-")]
-    return {**p.run_model(STEP["answers"].stage(p.config), shards), "sources": sources}
+    return {**p.run_model(p.steps["answers"].stage(p.config), shards), "sources": sources}
 
 
 def build_graph(p: "Pipeline") -> dict:
@@ -305,9 +308,9 @@ STEPS: tuple[Step, ...] = (
          level=3, stage=_level_stage(Level3Questions, "level3", max_questions="questions_per_walk",
                                      max_source_chars="max_reference_chars"),
          flows=(("level3", (("walks", "out"),)),), enabled=_on("level3", 3)),
-    Step("answers", "model", ("level1", "level2", "level3"), answer_questions, sections=("answers",),
+    Step("answers", "model", (QUESTIONS,), answer_questions, sections=("answers",),
          stage=_level_stage(AnswerQuestions, "answers", samples="samples"),
-         flows=(("answers", (("level1", "out"), ("level2", "out"), ("level3", "out"))),), enabled=_on("answers"),
+         flows=(("answers", ((QUESTIONS, "out"),)),), enabled=_on("answers"),
          help="Answer every generated question."),
     Step("curate", "reduce", ("answers",), curate, sections=("dedup", "decontamination"), balance=("out", "removed"),
          flows=(("dedup", (("answers", "out"),)), ("decontam", (("dedup", "out"),))), enabled=_on("answers"),
@@ -316,9 +319,10 @@ STEPS: tuple[Step, ...] = (
 STEP = {step.name: step for step in STEPS}
 
 
-def plan(config: "Config", levels=(1, 2, 3), until: str | None = None) -> list[Step]:
-    """The steps a run does, in order: those the config enables (for ``levels``), up to ``until``."""
-    steps = [step for step in STEPS if step.enabled(config, tuple(levels))]
+def plan(config: "Config", levels=(1, 2, 3), until: str | None = None, steps=None) -> list[Step]:
+    """The steps a run does, in order: those of ``steps`` (default :data:`STEPS`) the config enables
+    (for ``levels``), up to ``until``."""
+    steps = [step for step in (steps or STEPS) if step.enabled(config, tuple(levels))]
     names = [step.name for step in steps]
     if until is not None:
         if until not in names:

@@ -24,7 +24,7 @@ from ..llm.cache import ResponseCache
 from ..progress import StageProgress
 from ..stages.base import ModelStage, Unparsable, Unsuitable
 from ..store import RunStore, empty_counts
-from . import BackendFactory, Executor
+from .base import BackendFactory, Executor
 
 ShardSource = Iterable[tuple[str, Callable[[], list[dict]], int]]
 """(shard name, loader of its records, number of records) triples."""

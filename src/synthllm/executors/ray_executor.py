@@ -61,7 +61,7 @@ from ..llm.base import Backend
 from ..llm.cache import ResponseCache, default_cache_path
 from ..stages.base import ModelStage
 from ..store import RunStore
-from . import BackendFactory, Executor
+from .base import BackendFactory, Executor
 from .local import new_this_run, pending_shards, run_shard
 from .ray_budget import cluster_backend_factory
 
