@@ -41,7 +41,9 @@ class LLMConfig(_Section):
     rpm: int | None = Field(None, ge=1, description="OpenAI: requests-per-minute limit.")
     tpm: int | None = Field(None, ge=1, description="OpenAI: tokens-per-minute limit.")
     timeout: float = Field(120.0, gt=0, description="OpenAI: seconds before a request is abandoned and retried.")
-    max_retries: int = Field(8, ge=0, description="OpenAI: retries per request on 429, 5xx, timeouts, connection errors.")
+    max_retries: int = Field(8, ge=0, description="OpenAI: retries per request on 429, 5xx, timeouts, connection errors; a request still failing after them stays pending and the next run retries it.")
+    breaker_failures: int = Field(20, ge=1, description="OpenAI: the circuit breaker opens after this many failed attempts in a row ...")
+    breaker_seconds: float = Field(60.0, gt=0, description="OpenAI: ... once that streak of failures has lasted this many seconds; the run then stops with exit status 3, its work kept (re-run once the server is back).")
     context_window: int | None = Field(None, ge=1, description="OpenAI: the model's context window; longer prompts are rejected with a recorded reason instead of being sent.")
     prices: dict[str, float] | None = Field(None, description="OpenAI: {'prompt': $ per 1M tokens, 'completion': $ per 1M tokens} for cost accounting.")
 

@@ -160,6 +160,9 @@ class Pipeline:
         if self.store.set_fingerprint(step.name, self.fingerprints[step.name]):
             console.print(f"[yellow]{step.name}: settings or inputs changed since the last run; redoing it[/]")
         upstream = all(name in finished for read in step.reads for name in self.expand(read) if name in self.planned)
+        if step.whole_input and not upstream:
+            console.print(f"[yellow]… {step.name:<10} waits for its input to finish (run again)[/]")
+            return {"complete": False}
         summary = self.store.done(step.name) if upstream else None
         if summary is not None:  # finished in an earlier run: replay its counts
             for counts in (summary, *summary.get("parts", {}).values()):
@@ -233,8 +236,8 @@ class Pipeline:
                     break
         except KeyboardInterrupt as exc:
             stop, error = "interrupted", exc
-        except BackendUnavailable as exc:
-            stop, error = f"the model backend is unavailable: {exc}", exc
+        except BackendUnavailable as exc:  # recorded as the reason of a partial run (the CLI exits 3)
+            stop = f"the model backend is unavailable: {exc}"
         pending = {name: counts["this_run"]["pending"] for name, counts in self.manifest["stages"].items()
                    if (counts.get("this_run") or {}).get("pending")}
         if stop is None and not pending:

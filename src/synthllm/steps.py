@@ -63,6 +63,8 @@ class Step:
     balance : counts that must add up to its ``in``.
     flows : ``(part, ((step, count), ...))``: ``part``'s ``in`` equals the sum of those counts.
     level : the question level, for question steps (``generate --level``).
+    whole_input : a reduce over everything upstream produced (graph, walks, filter): it waits until its
+        upstream finished, since its committed output would not be redone when the rest arrives.
     enabled : whether the config (and the requested levels) include it.
     """
 
@@ -76,6 +78,7 @@ class Step:
     balance: tuple[str, ...] = MODEL_BALANCE
     flows: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = ()
     level: int | None = None
+    whole_input: bool = False
     enabled: Callable[..., bool] = lambda config, levels=(1, 2, 3): True
     help: str = ""
 
@@ -286,7 +289,7 @@ STEPS: tuple[Step, ...] = (
     Step("documents", "read", (), read_corpus, sections=("input",), balance=("out", "skipped"),
          help="Read the corpus into the run folder's document shards (reports malformed lines)."),
     Step("filter", "reduce", ("documents",), filter_corpus, sections=("filter",), balance=("out", "removed"),
-         flows=(("filter", (("documents", "out"),)),), enabled=_on("filter"),
+         flows=(("filter", (("documents", "out"),)),), enabled=_on("filter"), whole_input=True,
          help="Rate a sample with the LLM, fit the domain scorer, keep the documents above the threshold."),
     Step("concepts", "model", (CORPUS,), model_step("concepts", CORPUS), sections=("concepts",),
          stage=_level_stage(ExtractConcepts, "concepts", max_document_chars="max_document_chars"),
@@ -301,9 +304,11 @@ STEPS: tuple[Step, ...] = (
          stage=_level_stage(Level2Questions, "level2", max_questions="questions_per_document",
                             max_source_chars="max_document_chars"),
          flows=(("level2", (("concepts", "ok"),)),), enabled=_on("level2", 2)),
-    Step("graph", "reduce", ("concepts",), build_graph, level=3, balance=("out",), enabled=_on("level3", 3)),
+    Step("graph", "reduce", ("concepts",), build_graph, level=3, balance=("out",), whole_input=True,
+         enabled=_on("level3", 3)),
     Step("walks", "reduce", ("graph",), sample_walks, sections=("level3",), level=3, balance=("out", "dropped"),
-         fields=("epochs", "max_walks", "novelty", "reference_documents"), enabled=_on("level3", 3)),
+         fields=("epochs", "max_walks", "novelty", "reference_documents"), whole_input=True,
+         enabled=_on("level3", 3)),
     Step("level3", "model", ("walks",), model_step("level3", "walks", with_reference_texts), sections=("level3",),
          level=3, stage=_level_stage(Level3Questions, "level3", max_questions="questions_per_walk",
                                      max_source_chars="max_reference_chars"),

@@ -525,7 +525,7 @@ class OpenAIBackend:
             if request.sampling.stop:  # servers that ignore `stop` still give the same reply text
                 response.text, _ = cut_at_stop(response.text, request.sampling.stop)
             return response
-        logger.warning("request failed after %d attempts: %s", self.max_retries + 1, reason)
+        logger.info("request failed after %d attempts: %s", self.max_retries + 1, reason)  # counted as pending
         return self._failed(f"gave up after {self.max_retries + 1} attempts; last error: {reason}", 0, retryable=True)
 
     async def _release(self, lease: Hashable | None, unused_tokens: float) -> None:
