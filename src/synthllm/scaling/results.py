@@ -101,7 +101,9 @@ def read_results_csv(path: str | Path, metric: str = "error") -> ScalingResults:
             header = next(reader)
         except StopIteration:
             raise ResultsError(f"{path}:1: empty file, expected a header with model, tokens|samples, metric") from None
-        except (csv.Error, UnicodeDecodeError) as error:
+        except UnicodeDecodeError as error:
+            raise ResultsError(f"{path}:1: {_not_utf8(error)}") from None
+        except csv.Error as error:
             raise ResultsError(f"{path}:1: not a readable CSV ({error})") from None
         columns = {name.strip().lower(): index for index, name in enumerate(header)}
         size_column = next((name for name in SIZE_COLUMNS if name in columns), None)
@@ -129,7 +131,10 @@ def read_results_csv(path: str | Path, metric: str = "error") -> ScalingResults:
                     raise ResultsError(f"{path}:{line}: {size_column} {size:g} is outside [{SMALLEST:g}, {LARGEST:g}], "
                                        "where the fit is reliable; rescale the column")
                 rows.append((line, model, size, value))
-        except (csv.Error, UnicodeDecodeError) as error:
+        except UnicodeDecodeError as error:
+            # decoding runs ahead in blocks, so only a lower bound of the line is known
+            raise ResultsError(f"{path}: after line {reader.line_num}: {_not_utf8(error)}") from None
+        except csv.Error as error:
             raise ResultsError(f"{path}:{reader.line_num}: not a readable CSV ({error})") from None
     if not rows:
         raise ResultsError(f"{path}:2: no data rows after the header")
@@ -152,6 +157,10 @@ def read_results_csv(path: str | Path, metric: str = "error") -> ScalingResults:
             raise ResultsError(f"{path}: model {model!r} has two rows with the same {size_column}")
         curves[model] = (sizes, np.array([error for _, error in points]))
     return ScalingResults(curves=curves, size_column=size_column, metric=metric, scale=scale)
+
+
+def _not_utf8(error: UnicodeDecodeError) -> str:
+    return f"not UTF-8 text (byte 0x{error.object[error.start]:02x}); is this a CSV file?"
 
 
 def _number(text: str, path: Path, line: int, column: str) -> float:
