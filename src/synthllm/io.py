@@ -201,7 +201,7 @@ def _jsonl_rows(path: Path, text_field: str, id_field: str | None):
     for number, raw in numbered_lines(path):
         where = f"{path}:{number}"
         try:
-            line = raw.decode("utf-8")
+            line = raw.decode("utf-8").rstrip("\r\n")  # an unterminated string is reported as one
         except UnicodeDecodeError as exc:
             yield where, None, ("invalid_utf8", _utf8_problem(raw, exc))
             continue
@@ -299,7 +299,7 @@ def iter_numbered_jsonl(path: str | Path) -> Iterator[tuple[int, dict]]:
         raise InputError.at(path, "no such file")
     for number, raw in numbered_lines(path):
         try:
-            line = raw.decode("utf-8")
+            line = raw.decode("utf-8").rstrip("\r\n")  # an unterminated string is reported as one
         except UnicodeDecodeError as exc:
             raise JsonlError.at(path, _utf8_problem(raw, exc), line=number) from None
         if not line.strip():
