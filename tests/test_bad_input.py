@@ -324,3 +324,19 @@ def test_quality_commands_on_a_binary_input(tmp_path, command):
     args = ["quality", command, str(source), str(tmp_path / "out.jsonl"), "-r", str(tmp_path / "report.json")]
     args += {"decontam": ["--benchmark", f"toy={source}:problem"], "filter": ["--ratings", str(source)]}.get(command, [])
     one_line_error(runner.invoke(app, args), "input.jsonl:1: not valid UTF-8 (byte 0x8b")
+
+
+@pytest.mark.parametrize("args,message", [
+    (["dedup", "{empty}"], "empty.jsonl: no records (empty file)"),
+    (["decontam", "{empty}", "--benchmark", "toy={bench}:problem"], "empty.jsonl: no records (empty file)"),
+    (["decontam", "{samples}", "--benchmark", "toy={empty}:problem"], "empty.jsonl: benchmark file of 'toy' is empty"),
+])
+def test_quality_commands_on_empty_files(tmp_path, args, message):
+    files = {"empty": tmp_path / "empty.jsonl", "bench": tmp_path / "bench.jsonl", "samples": tmp_path / "samples.jsonl"}
+    files["empty"].write_text("")
+    files["bench"].write_text(json.dumps({"problem": "Compute the area of a circle of radius three."}) + "\n")
+    files["samples"].write_text(json.dumps({"id": "q1", "question": "What is two plus two?"}) + "\n")
+    command, source, *rest = [arg.format(**files) for arg in args]
+    result = runner.invoke(app, ["quality", command, source, str(tmp_path / "out.jsonl"), "-r",
+                                 str(tmp_path / "report.json"), *rest])
+    one_line_error(result, message)

@@ -23,7 +23,7 @@ import typer
 
 from ..cliutil import fail, handle_errors
 from ..errors import InputError
-from ..io import iter_numbered_jsonl, json_type
+from ..io import iter_jsonl, iter_numbered_jsonl, json_type
 from .decontam import BenchmarkSpec, Decontaminator, shared_benchmark_specs
 from .dedup import deduplicate
 from .domain_filter import (
@@ -220,6 +220,8 @@ def dedup_command(
 ) -> None:
     """Remove exact and near-duplicate records (MinHash LSH), keeping the first occurrence."""
     records = _read_records(input, ("id", text_key), (text_key,))
+    if not records:
+        fail(f"{input}: no records (empty file)")
     kept, removed = deduplicate(records, text_key=text_key, threshold=threshold, num_perm=num_perm, ngram=ngram)
     _write_jsonl(output, kept)
     _write_report(report, {
@@ -268,8 +270,12 @@ def decontam_command(
     for spec in specs:
         if not Path(spec.path).is_file():
             fail(f"{spec.path}: benchmark file of {spec.name!r} not found")
+        if next(iter_jsonl(spec.path), None) is None:
+            fail(f"{spec.path}: benchmark file of {spec.name!r} is empty")
     checked = tuple(f.strip() for f in fields.split(",") if f.strip())
     records = _read_records(input, ("id",), checked)
+    if not records:
+        fail(f"{input}: no records (empty file)")
     try:
         decontaminator = Decontaminator(specs, ngram=ngram, verify_ngram=verify_ngram,
                                         min_coverage=min_coverage, min_span=min_span)
