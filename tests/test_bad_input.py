@@ -340,3 +340,47 @@ def test_quality_commands_on_empty_files(tmp_path, args, message):
     result = runner.invoke(app, ["quality", command, source, str(tmp_path / "out.jsonl"), "-r",
                                  str(tmp_path / "report.json"), *rest])
     one_line_error(result, message)
+
+
+# -- the run folder and the backend (the pipeline commands) ------------------------------------
+def test_out_that_is_a_file(tmp_path):
+    (tmp_path / "c.jsonl").write_text(json.dumps({"id": "a", "text": TEXT}) + "\n")
+    (tmp_path / "run").write_text("not a folder")
+    one_line_error(documents(tmp_path, config_for(tmp_path, "c.jsonl")), f"{tmp_path / 'run'}: the run folder is a file")
+
+
+def test_out_under_a_file(tmp_path):
+    (tmp_path / "c.jsonl").write_text(json.dumps({"id": "a", "text": TEXT}) + "\n")
+    (tmp_path / "afile").write_text("x")
+    result = runner.invoke(app, ["documents", "--config", str(config_for(tmp_path, "c.jsonl")),
+                                 "--out", str(tmp_path / "afile" / "run")])
+    one_line_error(result, "cannot create the run folder")
+
+
+def test_full_disk_in_the_run_folder_stops_with_status_3_and_names_the_file(tmp_path, full_disk):
+    lines = [json.dumps({"id": f"d{i}", "text": TEXT + f" Number {i}. " + "x" * 2000}) for i in range(200)]
+    (tmp_path / "c.jsonl").write_text("\n".join(lines) + "\n")
+    config = config_for(tmp_path, tmp_path / "c.jsonl", f"cache_path: {tmp_path / 'cache.sqlite3'}\n")
+    result = runner.invoke(app, ["documents", "--config", str(config), "--out", str(full_disk / "run")])
+    assert result.exit_code == 3 and "Traceback" not in result.output, result.output
+    error = [line for line in result.output.splitlines() if line.startswith("error: ")]
+    assert len(error) == 1 and str(full_disk / "run") in error[0] and "free space" in error[0], result.output
+
+
+def test_missing_api_key(tmp_path, monkeypatch):
+    monkeypatch.delenv("SYNTHLLM_TEST_NO_KEY", raising=False)
+    (tmp_path / "c.jsonl").write_text(json.dumps({"id": "a", "text": TEXT}) + "\n")
+    config = config_for(tmp_path, "c.jsonl", f"cache_path: {tmp_path / 'cache.sqlite3'}\n"
+                        "llm: {backend: openai, model: gpt-4o-mini, api_key_env: SYNTHLLM_TEST_NO_KEY}\n")
+    result = runner.invoke(app, ["concepts", "--config", str(config), "--out", str(tmp_path / "run")])
+    one_line_error(result, "llm.api_key_env", "SYNTHLLM_TEST_NO_KEY")
+
+
+def test_ray_not_installed(tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray now fails as if it were not installed
+    (tmp_path / "c.jsonl").write_text(json.dumps({"id": "a", "text": TEXT}) + "\n")
+    result = runner.invoke(app, ["run", str(config_for(tmp_path, "c.jsonl")), "--out", str(tmp_path / "run"),
+                                 "--executor", "ray"])
+    one_line_error(result, "pip install 'synthllm[ray]'")

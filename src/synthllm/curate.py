@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .config import Config
-from .errors import InputError
+from .errors import InputError, StorageError
 from .quality.decontam import shared_data_dir
 from .store import RunStore, atomic_write_text, jsonl_text
 
@@ -187,8 +187,13 @@ def write_dataset(root: Path, rows: list[dict]) -> None:
     """Write ``dataset.parquet`` and ``dataset.jsonl`` atomically."""
     table = pa.Table.from_pylist(rows, schema=DATASET_SCHEMA)
     tmp = root / ".dataset.parquet.tmp"
-    pq.write_table(table, tmp)
-    with open(tmp, "rb+") as handle:
-        os.fsync(handle.fileno())
-    os.replace(tmp, root / "dataset.parquet")
+    try:
+        pq.write_table(table, tmp)
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, root / "dataset.parquet")
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise StorageError(f"{root / 'dataset.parquet'}: cannot write ({exc}); free space and run the same "
+                           "command again (finished work is kept)") from None
     atomic_write_text(root / "dataset.jsonl", jsonl_text(rows))

@@ -18,6 +18,7 @@ first, so a committed shard always has both.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -31,23 +32,44 @@ COUNT_KEYS = ("in", "ok", "out", "unsuitable", "unparsable", "failed",
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically (temp file, fsync, rename, fsync folder)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    """Write ``text`` to ``path`` atomically (temp file, fsync, rename, fsync folder).
+
+    Raises
+    ------
+    StorageError : the disk is full or the filesystem refuses the write (the old file stays whole).
+    """
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise _storage_error(path, exc) from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.errno in _STORAGE_ERRNOS:
+            raise _storage_error(path, exc) from None
         raise
     dir_fd = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+_STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG}
+
+
+def _storage_error(path: Path, exc: OSError):
+    from .errors import StorageError
+
+    hint = "; free space and run the same command again (finished work is kept)" if exc.errno in (
+        errno.ENOSPC, errno.EDQUOT) else ""
+    return StorageError(f"{path}: cannot write ({exc.strerror or exc}){hint}")
 
 
 def jsonl_text(records: Iterable[dict]) -> str:
@@ -285,9 +307,15 @@ class DocumentTexts:
         return DocumentTexts, (self.path,)
 
     def add(self, documents: Iterable[dict]) -> None:
-        with self._conn:
-            self._conn.executemany("INSERT OR REPLACE INTO docs VALUES (?, ?)",
-                                   ((d["id"], d["text"]) for d in documents))
+        try:
+            with self._conn:
+                self._conn.executemany("INSERT OR REPLACE INTO docs VALUES (?, ?)",
+                                       ((d["id"], d["text"]) for d in documents))
+        except sqlite3.OperationalError as exc:  # "database or disk is full"
+            from .errors import StorageError
+
+            raise StorageError(f"{self.path}: cannot write ({exc}); free space and run the same command again "
+                               "(finished work is kept)") from None
 
     def get(self, doc_id: str) -> str:
         row = self._conn.execute("SELECT text FROM docs WHERE id = ?", (doc_id,)).fetchone()

@@ -276,14 +276,9 @@ class LocalExecutor(Executor):
 
     def __init__(self, config, backend_factory: BackendFactory, cache: ResponseCache | None = None):
         super().__init__(config, backend_factory, config.cache_path)
-        self._cache = cache
+        # opened now: a bad cache_path (a folder, a full disk) stops the run before any work
+        self.cache = cache if cache is not None else ResponseCache(self.cache_path)
         self._backend: Backend | None = None
-
-    @property
-    def cache(self) -> ResponseCache:
-        if self._cache is None:
-            self._cache = ResponseCache(self.cache_path)
-        return self._cache
 
     @property
     def backend(self) -> Backend:
@@ -332,6 +327,6 @@ class LocalExecutor(Executor):
         if self._backend is not None:
             self._backend.close()
             self._backend = None
-        if self._cache is not None:
-            self._cache.close()
-            self._cache = None
+        if self.cache is not None:
+            self.cache.close()
+            self.cache = None

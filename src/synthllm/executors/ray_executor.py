@@ -296,6 +296,7 @@ class RayExecutor(Executor):
     def __init__(self, config: Config, backend_factory: BackendFactory | None = None):
         super().__init__(config, backend_factory, config.cache_path)
         _import_ray()
+        ResponseCache(self.cache_path).close()  # a bad cache_path fails here, in one line, not in every worker
 
     def map(self, fn, items, on_result=None, should_stop=None):
         return ray_map(fn, items, self.config, on_result=on_result, should_stop=should_stop)
