@@ -37,7 +37,7 @@ sys.path[:0] = [str(ROOT / "bench"), str(ROOT / "tests")]
 from bench_backend import RawLoop, documents  # noqa: E402
 from scripted import respond  # noqa: E402
 from synthllm.config import load_config  # noqa: E402
-from synthllm.executors.local import LocalExecutor  # noqa: E402
+from synthllm.executors.local import LocalExecutor, stage_requests  # noqa: E402
 from synthllm.llm.base import Sampling  # noqa: E402
 from synthllm.llm.fault_proxy import FaultProxy  # noqa: E402
 from synthllm.llm.openai_backend import OpenAIBackend  # noqa: E402
@@ -76,27 +76,13 @@ def measure(latency: float, docs: int, shard_size: int, concurrency: int, slow_e
     records = documents(docs)
     shards = [(f"part-{i // shard_size:05d}", (lambda part=records[i:i + shard_size]: part),
                len(records[i:i + shard_size])) for i in range(0, docs, shard_size)]
-    requests = [r for d in records for r in __import__("synthllm.executors.local", fromlist=["x"]).stage_requests(stage, d)]
+    requests = [r for d in records for r in stage_requests(stage, d)]
     rows = []
-    with FaultProxy(None, responder=respond, latency=latency) as server:
-        if slow_every:  # stragglers: every n-th request is answered 10x later
-            server.set_schedule(lambda n: "pass")
-            base = server.latency
-
-            async def slow_pass(method, path, headers, body, _orig=server._forward):
-                return await _orig(method, path, headers, body)
-
-            server.latency = 0.0
-            original = server._pass
-
-            async def pass_with_stragglers(method, path, headers, body):
-                import asyncio
-
-                number = server._count
-                await asyncio.sleep(base * (10 if number % slow_every == 0 else 1))
-                return await original(method, path, headers, body)
-
-            server._pass = pass_with_stragglers
+    delay = (lambda n: latency * (10 if n % slow_every == 0 else 1)) if slow_every else latency
+    with FaultProxy(None, responder=respond, latency=delay) as server:
+        warm = RawLoop(server.url, "scripted", concurrency)  # connections and imports warm for everyone
+        warm.run(requests[:8])
+        warm.close()
         raw = RawLoop(server.url, "scripted", concurrency)
         server.max_in_flight = 0
         started = time.perf_counter()

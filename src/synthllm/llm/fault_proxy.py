@@ -106,7 +106,8 @@ class FaultProxy:
     canned_text : the reply text of the canned completion.
     responder : without an upstream, a function from the request's chat messages to the reply text
         (e.g. the test suite's scripted model), so the proxy is a whole scripted OpenAI-compatible server.
-    latency : seconds each passed request waits before its answer (a slow server).
+    latency : seconds each passed request waits before its answer (a slow server), or a function
+        from the request number to those seconds (stragglers).
 
     Use ``start()``/``stop()`` (or a ``with`` block) to run it in a background
     thread; ``url`` is then the base URL to give an OpenAI client, and
@@ -115,7 +116,8 @@ class FaultProxy:
 
     def __init__(self, upstream: str | None = None, schedule: Schedule | None = None, default: str = "pass",
                  host: str = "127.0.0.1", port: int = 0, canned_text: str = "OK",
-                 responder: Callable[[list[dict]], str] | None = None, latency: float = 0.0):
+                 responder: Callable[[list[dict]], str] | None = None,
+                 latency: float | Callable[[int], float] = 0.0):
         self.upstream = upstream.rstrip("/") if upstream else None
         self.responder = responder
         self.latency = latency
@@ -271,8 +273,9 @@ class FaultProxy:
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
-            if self.latency:
-                await asyncio.sleep(self.latency)
+            delay = self.latency(self._count) if callable(self.latency) else self.latency
+            if delay:
+                await asyncio.sleep(delay)
             return await self._forward(method, path, headers, body)
         finally:
             self.in_flight -= 1
