@@ -140,7 +140,7 @@ def _mount_step_commands() -> None:
     from .steps import STEPS
 
     for step in STEPS:
-        if step.help and step.name not in ("answers", "curate"):
+        if step.command:
             _step_command(step.name, step.help)
 
 

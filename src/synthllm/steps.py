@@ -65,7 +65,9 @@ class Step:
     level : the question level, for question steps (``generate --level``).
     whole_input : a reduce over everything upstream produced (graph, walks, filter): it waits until its
         upstream finished, since its committed output would not be redone when the rest arrives.
+    command : whether ``synthllm NAME --out DIR`` runs up to this step.
     enabled : whether the config (and the requested levels) include it.
+    help : one line for ``synthllm steps`` and the step's command.
     """
 
     name: str
@@ -79,6 +81,7 @@ class Step:
     flows: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = ()
     level: int | None = None
     whole_input: bool = False
+    command: bool = False
     enabled: Callable[..., bool] = lambda config, levels=(1, 2, 3): True
     help: str = ""
 
@@ -286,33 +289,36 @@ def _on(section: str, level: int | None = None):
 
 
 STEPS: tuple[Step, ...] = (
-    Step("documents", "read", (), read_corpus, sections=("input",), balance=("out", "skipped"),
+    Step("documents", "read", (), read_corpus, sections=("input",), balance=("out", "skipped"), command=True,
          help="Read the corpus into the run folder's document shards (reports malformed lines)."),
     Step("filter", "reduce", ("documents",), filter_corpus, sections=("filter",), balance=("out", "removed"),
-         flows=(("filter", (("documents", "out"),)),), enabled=_on("filter"), whole_input=True,
+         flows=(("filter", (("documents", "out"),)),), enabled=_on("filter"), whole_input=True, command=True,
          help="Rate a sample with the LLM, fit the domain scorer, keep the documents above the threshold."),
     Step("concepts", "model", (CORPUS,), model_step("concepts", CORPUS), sections=("concepts",),
          stage=_level_stage(ExtractConcepts, "concepts", max_document_chars="max_document_chars"),
-         flows=(("concepts", ((CORPUS, "out"),)),), enabled=_on("concepts"),
+         flows=(("concepts", ((CORPUS, "out"),)),), enabled=_on("concepts"), command=True,
          help="Extract level, subject, topics and key concepts of every document."),
     Step("level1", "model", (CORPUS,), model_step("level1", CORPUS), sections=("level1",), level=1,
          stage=_level_stage(Level1Questions, "level1", max_questions="questions_per_document",
                             max_source_chars="max_document_chars"),
-         flows=(("level1", ((CORPUS, "out"),)),), enabled=_on("level1", 1)),
+         flows=(("level1", ((CORPUS, "out"),)),), enabled=_on("level1", 1),
+         help="Level-1 questions from one document."),
     Step("level2", "model", ("concepts",), model_step("level2", "concepts", with_document_text),
          sections=("level2",), level=2,
          stage=_level_stage(Level2Questions, "level2", max_questions="questions_per_document",
                             max_source_chars="max_document_chars"),
-         flows=(("level2", (("concepts", "ok"),)),), enabled=_on("level2", 2)),
+         flows=(("level2", (("concepts", "ok"),)),), enabled=_on("level2", 2),
+         help="Level-2 questions recombining the concepts of one document."),
     Step("graph", "reduce", ("concepts",), build_graph, level=3, balance=("out",), whole_input=True,
-         enabled=_on("level3", 3)),
+         enabled=_on("level3", 3), help="The corpus-wide concept graph (topics and key concepts, co-occurrence)."),
     Step("walks", "reduce", ("graph",), sample_walks, sections=("level3",), level=3, balance=("out", "dropped"),
          fields=("epochs", "max_walks", "novelty", "reference_documents"), whole_input=True,
-         enabled=_on("level3", 3)),
+         enabled=_on("level3", 3), help="Seeded random walks over the graph, each with its top-k reference documents."),
     Step("level3", "model", ("walks",), model_step("level3", "walks", with_reference_texts), sections=("level3",),
          level=3, stage=_level_stage(Level3Questions, "level3", max_questions="questions_per_walk",
                                      max_source_chars="max_reference_chars"),
-         flows=(("level3", (("walks", "out"),)),), enabled=_on("level3", 3)),
+         flows=(("level3", (("walks", "out"),)),), enabled=_on("level3", 3),
+         help="Level-3 questions from each walk's concepts and its two reference documents."),
     Step("answers", "model", (QUESTIONS,), answer_questions, sections=("answers",),
          stage=_level_stage(AnswerQuestions, "answers", samples="samples"),
          flows=(("answers", ((QUESTIONS, "out"),)),), enabled=_on("answers"),
