@@ -253,3 +253,14 @@ def test_no_import_cycle_through_pipeline_curation_or_executors():
         assert not reaches(module, module), f"import cycle: {' -> '.join(reaches(module, module))}"
     for low in ("synthllm.executors", "synthllm.executors.ray_budget", "synthllm.curate", "synthllm.llm.factory"):
         assert not reaches(low, "synthllm.pipeline"), f"{' -> '.join(reaches(low, 'synthllm.pipeline'))}"
+
+
+def test_temp_files_orphaned_by_a_kill_are_removed_by_the_next_run(tmp_path):
+    """Before: `.manifest.json.*.tmp` files left by a kill stayed forever."""
+    config = make_config(tmp_path)
+    run(config, tmp_path / "run", ScriptedBackend(respond))
+    orphans = [tmp_path / "run" / ".manifest.json.abc123.tmp", tmp_path / "run" / "stages" / "level1" / ".x.jsonl.q.tmp"]
+    for orphan in orphans:
+        orphan.write_text("half a file")
+    run(config, tmp_path / "run", ScriptedBackend(respond))
+    assert not any(orphan.exists() for orphan in orphans)
