@@ -5,8 +5,8 @@ benchmark look-ups. Reduce (here): LSH clustering in record order, dropping
 the contaminated rows dedup kept.
 
 Writes ``dataset.parquet`` and ``dataset.jsonl`` (same rows), and the removed
-samples with their reasons in ``quality/dedup.jsonl`` and
-``quality/decontam.jsonl``. A disabled check still appears in the counts (with
+rows, whole, with ``removed_by`` and ``reason`` (:class:`~synthllm.records.RemovedRow`)
+in ``quality/dedup.jsonl`` and ``quality/decontam.jsonl``. A disabled check still appears in the counts (with
 nothing removed), so the chain answers → dedup → decontam → dataset always
 reconciles.
 """
@@ -156,8 +156,8 @@ def curate_dataset(store: RunStore, config: Config) -> dict:
     contaminated = [m for m in matches if m["id"] in kept_ids]
     contaminated_ids = {m["id"] for m in contaminated}
     clean = [r for r in kept if r["id"] not in contaminated_ids]
-    store.write_jsonl("quality/dedup.jsonl", dup_removed)
-    store.write_jsonl("quality/decontam.jsonl", contaminated)
+    store.write_jsonl("quality/dedup.jsonl", removed_rows(rows, dup_removed, "dedup"))
+    store.write_jsonl("quality/decontam.jsonl", removed_rows(rows, contaminated, "decontam"))
     write_dataset(store.root, clean)
     by_level = {str(level): sum(1 for r in clean if r["level"] == level) for level in (1, 2, 3)}
     return {
@@ -170,6 +170,29 @@ def curate_dataset(store: RunStore, config: Config) -> dict:
         "dataset_rows": len(clean),
         "dataset_by_level": by_level,
     }
+
+
+def removed_rows(rows: list[dict], entries: list[dict], check: str) -> list[dict]:
+    """The removed rows as :class:`~synthllm.records.RemovedRow`: the whole dataset row, ``removed_by`` and ``reason``.
+
+    Parameters
+    ----------
+    rows : list of dict
+        Every dataset row curation started from.
+    entries : list of dict
+        What the check returned for each removed row: ``{"id", ...}`` (dedup:
+        ``duplicate_of``, ``similarity``, ``kind``; decontamination: the match).
+    check : str
+        ``"dedup"`` or ``"decontam"``.
+
+    Returns
+    -------
+    list of dict
+        One row per entry, in the entries' order; ``reason`` is the entry without its ``id``.
+    """
+    by_id = {row["id"]: row for row in rows}
+    return [{**by_id[entry["id"]], "removed_by": check,
+             "reason": {key: value for key, value in entry.items() if key != "id"}} for entry in entries]
 
 
 def write_dataset(root: Path, rows: list[dict]) -> None:
