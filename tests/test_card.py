@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import ClassVar
 
 import pytest
 from typer.testing import CliRunner
@@ -44,7 +45,8 @@ def test_card_yaml_is_a_valid_hub_dataset_card(measured_run):
     assert data["license"] == "cc-by-4.0"  # every OpenStax sample record says CC-BY-4.0
     assert data["task_categories"] == ["question-answering", "text-generation"]
     assert data["size_categories"] == ["n<1K"]
-    assert data["configs"] == [{"config_name": "default", "data_files": [{"split": "train", "path": "dataset.parquet"}]}]
+    assert data["configs"] == [{"config_name": "default",
+                                "data_files": [{"split": "train", "path": "dataset.parquet"}]}]
     assert card.text.lstrip().startswith("# synthllm synthetic questions and answers from corpus.jsonl")
 
 
@@ -142,7 +144,7 @@ def test_cli_card_on_a_bad_folder_is_a_one_line_error(scripted_run, tmp_path, da
 class FakeHub(BaseHTTPRequestHandler):
     """Plays the Hub up to the upload: creates the repository, accepts the card's YAML, then refuses (403)."""
 
-    requests: list = []
+    requests: ClassVar[list] = []
     refusal = 403  # 403, not 500, by default: huggingface_hub retries a 5xx five times with backoff (about 25 s)
 
     def _answer(self):
@@ -189,7 +191,7 @@ def run_push(run, endpoint, tmp_path, *args, token=TOKEN):
     if token:
         env["HF_TOKEN"] = token
     return subprocess.run([sys.executable, "-m", "synthllm.cli", "push", str(run), *args],
-                          capture_output=True, text=True, env=env, timeout=120)
+                          check=False, capture_output=True, text=True, env=env, timeout=120)
 
 
 def _files_containing(folder, needle):
@@ -206,7 +208,8 @@ def test_push_sends_the_dataset_privately_with_the_token_and_a_failed_upload_is_
     assert result.returncode == 3, output
     lines = output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: push to {endpoint}/datasets/someone/synthetic-math failed")
-    assert "403" in lines[0] and "refuses every upload" in lines[0] and "Traceback" not in output and TOKEN not in output
+    assert "403" in lines[0] and "refuses every upload" in lines[0]
+    assert "Traceback" not in output and TOKEN not in output
     (create,) = [r for r in requests if r["path"] == "/api/repos/create"]
     assert json.loads(create["body"]) == {"name": "synthetic-math", "organization": "someone",
                                           "visibility": "private", "type": "dataset"}

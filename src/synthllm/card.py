@@ -106,9 +106,10 @@ def card_facts(run_dir: str | Path, repo_id: str | None = None) -> dict[str, Any
         license_id = "unknown"
     rows = int(manifest["dataset_rows"])
     domain = (config.get("filter") or {}).get("domain")
+    corpus_name = Path(str((config.get("input") or {}).get("path") or "a corpus")).name
     header: dict[str, Any] = {
         "license": license_id,
-        "pretty_name": f"synthllm synthetic questions and answers from {Path(str((config.get('input') or {}).get('path') or 'a corpus')).name}",
+        "pretty_name": f"synthllm synthetic questions and answers from {corpus_name}",
         "task_categories": ["question-answering", "text-generation"],
         "size_categories": [size_category(rows)],
         "tags": ["synthetic", "synthllm"] + ([re.sub(r"\W+", "-", str(domain).lower())] if domain else []),

@@ -70,8 +70,8 @@ def push(run_dir: str | Path, repo_id: str, *, private: bool = True, token_env: 
                          f"(https://huggingface.co/settings/tokens) in {token_env}")
     try:
         from huggingface_hub import HfApi
-        from huggingface_hub.utils import logging as hub_logging
         from huggingface_hub.errors import HTTPError
+        from huggingface_hub.utils import logging as hub_logging
     except ImportError:
         raise MissingDependency("synthllm push needs huggingface_hub: pip install 'synthllm[hub]'") from None
     if card:

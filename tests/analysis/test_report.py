@@ -22,7 +22,7 @@ def manifest_of(run_folder):
 
 
 def test_report_json_counts_and_sections(report_no_lm, run_folder):
-    report, out = report_no_lm
+    _, out = report_no_lm
     manifest = manifest_of(run_folder)
     saved = json.loads((out / "report.json").read_text())
     assert saved["counts"]["dataset_rows"] == manifest["dataset_rows"] > 0
@@ -115,7 +115,9 @@ def test_sample_browser_shows_rows_with_their_source_documents(report_no_lm, run
 
 def test_sample_browser_is_seeded(run_folder):
     rows, documents = load_dataset(run_folder), load_documents(run_folder)
-    ids = lambda browser: [r["id"] for e in browser["levels"].values() for r in e["rows"]]  # noqa: E731
+    def ids(browser):
+        return [r["id"] for e in browser["levels"].values() for r in e["rows"]]
+
     first = sample_browser(rows, documents, per_level=3, seed=1)
     assert ids(first) == ids(sample_browser(rows, documents, per_level=3, seed=1))
     assert ids(first) != ids(sample_browser(rows, documents, per_level=3, seed=2))
@@ -155,7 +157,7 @@ def test_grounding_section_rendered_only_when_present(report_no_lm):
 
 
 def test_every_figure_has_its_numbers_in_json(report_no_lm):
-    report, out = report_no_lm
+    _, out = report_no_lm
     page = (out / "report.html").read_text()
     saved = json.loads((out / "report.json").read_text())
     for figure in saved["figures"]:
