@@ -290,7 +290,9 @@ def test_a_planted_benchmark_question_is_decontaminated_and_reported(tmp_path, s
     assert manifest["stages"]["decontam"]["removed"] >= 1
     assert set(manifest["stages"]["decontam"]["benchmarks"]) >= {"gsm8k"}
     removed = [json.loads(line) for line in (tmp_path / "run" / "quality" / "decontam.jsonl").read_text().splitlines()]
-    assert any(r["benchmark"] == "gsm8k" and r["field"] == "question" for r in removed)
+    # removed rows are whole dataset rows (records.RemovedRow): what they matched is in "reason"
+    assert all(r["removed_by"] == "decontam" and r["question"] and r["level"] in (1, 2, 3) for r in removed)
+    assert any(r["reason"]["benchmark"] == "gsm8k" and r["reason"]["field"] == "question" for r in removed)
     dataset = (tmp_path / "run" / "dataset.jsonl").read_text()
     assert leak not in dataset and manifest["reconciliation"]["ok"]
 
