@@ -62,9 +62,20 @@ def size_category(n: int) -> str:
     return "n>1B"
 
 
-def _licenses(documents: list[dict]) -> dict[str, int]:
-    found = Counter(str((d.get("meta") or {}).get("license") or "").strip() for d in documents)
-    return dict(found.most_common())
+def _corpus_meta(store: RunStore) -> tuple[dict[str, int], int]:
+    """Documents per ``meta.license`` (``""``: none stated) and the number of distinct books or sources.
+
+    Streams the documents shards: only the ``meta`` of each document is kept.
+    """
+    licenses: Counter = Counter()
+    sources: set = set()
+    for document in store.iter_records("documents"):
+        meta = document.get("meta") or {}
+        licenses[str(meta.get("license") or "").strip()] += 1
+        source = meta.get("book") or meta.get("source")
+        if source:
+            sources.add(str(source))
+    return dict(licenses.most_common()), len(sources)
 
 
 def card_facts(run_dir: str | Path, repo_id: str | None = None) -> dict[str, Any]:
@@ -94,8 +105,7 @@ def card_facts(run_dir: str | Path, repo_id: str | None = None) -> dict[str, Any
     if "dataset_rows" not in manifest or not (run_dir / "dataset.parquet").is_file():
         raise InputError.at(run_dir, "no dataset yet (dataset.parquet, manifest dataset_rows): finish the run first")
     config = manifest.get("config") or {}
-    documents = store.documents()
-    licenses = _licenses(documents)
+    licenses, n_sources = _corpus_meta(store)
     named = {name: count for name, count in licenses.items() if name}
     if len(named) == 1 and not licenses.get(""):
         (only,) = named
@@ -137,8 +147,7 @@ def card_facts(run_dir: str | Path, repo_id: str | None = None) -> dict[str, Any
         "limit": (config.get("input") or {}).get("limit"), "min_chars": (config.get("input") or {}).get("min_chars"),
         "filter": store.read_json("quality/filter.json"),
         "filter_enabled": bool((config.get("filter") or {}).get("enabled")), "domain": domain,
-        "sources": len({(d.get("meta") or {}).get("book") or (d.get("meta") or {}).get("source")
-                        for d in documents} - {None}),
+        "sources": n_sources,
     }
     prompt_versions = {name: (stages.get(name) or {}).get("prompt_version")
                        for name in GENERATION_STAGES if (stages.get(name) or {}).get("prompt_version")}

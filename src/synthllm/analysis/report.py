@@ -56,11 +56,8 @@ def open_run(run_dir: Path) -> RunStore:
 
 
 def read_manifest(store: RunStore) -> dict:
-    """``manifest.json`` as a dict (``{}`` when absent); a file that is not a JSON object is an error."""
-    try:
-        manifest = store.read_json("manifest.json")
-    except InputError as exc:
-        raise RunFolderError(str(exc)) from None
+    """``manifest.json`` as a dict (``{}`` when absent); a file that is not a JSON object is an :class:`InputError`."""
+    manifest = store.read_json("manifest.json")
     if manifest is None:
         return {}
     if not isinstance(manifest, dict):
@@ -83,19 +80,13 @@ def load_dataset(run_dir: Path | RunStore) -> list[dict]:
         least ``level``, ``question`` and ``answer``.
     """
     store = run_dir if isinstance(run_dir, RunStore) else open_run(run_dir)
-    try:
-        rows = store.dataset_parquet_rows()
-        source = store.root / "dataset.parquet"
-        if rows is None:
-            source = store.root / "dataset.jsonl"
-            if not source.is_file():
-                raise RunFolderError(f"{store.root}: no dataset.parquet or dataset.jsonl "
-                                     "(is this a finished run folder?)")
-            rows = store.dataset_rows()
-    except RunFolderError:
-        raise
-    except InputError as exc:
-        raise RunFolderError(str(exc)) from None
+    rows = store.dataset_parquet_rows()
+    source = store.root / "dataset.parquet"
+    if rows is None:
+        source = store.root / "dataset.jsonl"
+        if not source.is_file():
+            raise RunFolderError(f"{store.root}: no dataset.parquet or dataset.jsonl (is this a finished run folder?)")
+        rows = store.dataset_rows()
     for number, row in enumerate(rows, start=1):
         missing = [key for key in ("level", "question", "answer") if row.get(key) is None]
         if missing:
@@ -106,10 +97,7 @@ def load_dataset(run_dir: Path | RunStore) -> list[dict]:
 def load_documents(run_dir: Path | RunStore) -> list[dict]:
     """Input documents of the run (committed ``documents`` shards), with their ``meta``."""
     store = run_dir if isinstance(run_dir, RunStore) else open_run(run_dir)
-    try:
-        return [document for document in store.documents() if document.get("text")]
-    except InputError as exc:
-        raise RunFolderError(str(exc)) from None
+    return [document for document in store.documents() if document.get("text")]
 
 
 # -- sections -------------------------------------------------------------------
@@ -300,8 +288,9 @@ def divergence_section(rows: list[dict], documents: list[dict], removed: list[di
 
 
 def _reason(row: dict) -> dict:
+    """What a removed row matched: its ``reason``; a run folder from before RemovedRow has the match at top level."""
     reason = row.get("reason")
-    return reason if isinstance(reason, dict) else {}
+    return reason if isinstance(reason, dict) else row
 
 
 def quality_section(store: RunStore, stages: dict | None = None, *, max_examples: int = 5) -> dict:
@@ -326,11 +315,8 @@ def quality_section(store: RunStore, stages: dict | None = None, *, max_examples
         the run has it.
     """
     section: dict[str, Any] = {}
-    try:
-        dedup, decontam = store.removed("dedup"), store.removed("decontam")
-        filter_summary = store.read_json("quality/filter.json")
-    except InputError as exc:
-        raise RunFolderError(str(exc)) from None
+    dedup, decontam = store.removed("dedup"), store.removed("decontam")
+    filter_summary = store.read_json("quality/filter.json")
     stages = stages or {}
     if dedup or "dedup" in stages:
         section["dedup"] = {
@@ -455,11 +441,8 @@ def build_report(run_dir: Path, *, lm: bool = True, lm_model: str | None = None,
     rows = load_dataset(store)
     documents = load_documents(store)
     quality = quality_section(store, manifest.get("stages"))
-    try:
-        removed = store.removed("dedup") + store.removed("decontam")
-        coverage = store.read_json("graph/coverage.json")
-    except InputError as exc:
-        raise RunFolderError(str(exc)) from None
+    removed = store.removed("dedup") + store.removed("decontam")
+    coverage = store.read_json("graph/coverage.json")
     report: dict[str, Any] = {
         "run_dir": str(store.root.resolve()),
         "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
