@@ -19,7 +19,7 @@ app = typer.Typer()
 @handle_errors
 def card(
     run_dir: Path = typer.Argument(..., help="A finished run folder (manifest.json, dataset.parquet)."),
-    repo: str = typer.Option(None, "--repo", help="OWNER/NAME of the Hub dataset, for the card's loading examples."),
+    repo: str | None = typer.Option(None, "--repo", help="OWNER/NAME of the Hub dataset, for the card's loading examples."),
 ) -> None:
     """Write the run folder's dataset card, README.md (Hugging Face dataset-card format)."""
     from .card import write_card
