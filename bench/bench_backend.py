@@ -179,6 +179,12 @@ def _cpu_micros(function, count: int) -> float:
     return (time.process_time() - started) / count * 1e6
 
 
+def config_for_bench():
+    from synthllm.config import load_config
+
+    return load_config(None, {})
+
+
 def bookkeeping(records: int, shard_size: int, batch: int = 256) -> tuple[dict, dict]:
     """CPU microseconds per request of synthllm's own work, with an instantly answering backend.
 
@@ -188,7 +194,7 @@ def bookkeeping(records: int, shard_size: int, batch: int = 256) -> tuple[dict, 
     and all-cached runs) and the parts that are not synthllm's bookkeeping
     (the scripted stand-in model, the stage's own build and parse).
     """
-    from synthllm.executors.local import run_model_stage
+    from synthllm.executors.local import LocalExecutor
     from synthllm.stages.level1 import Level1Questions
     from synthllm.store import RunStore
 
@@ -225,8 +231,9 @@ def bookkeeping(records: int, shard_size: int, batch: int = 256) -> tuple[dict, 
         for label, run_dir in (("executor, fresh", "run1"), ("executor, all cached", "run2")):
             store = RunStore(Path(folder) / run_dir)
             counts = {}
+            local = LocalExecutor(config_for_bench(), lambda: backend, cache)
             executor[label] = _cpu_micros(
-                lambda: counts.update(run_model_stage(stage, shards, store, backend, cache)), records)
+                lambda: counts.update(local.run_model_stage(stage, shards, store)), records)
             assert counts["ok"] == records, counts
         cache.close()
         executor["of which scripted 'model'"] = model_stand_in

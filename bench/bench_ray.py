@@ -36,7 +36,6 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 from scripted import respond  # noqa: E402
 
 from synthllm import Pipeline, load_config  # noqa: E402
-from synthllm.executors.ray_executor import use_backend_factory  # noqa: E402
 from synthllm.llm.scripted import ScriptedBackend  # noqa: E402
 
 SAMPLE = ROOT / "src" / "synthllm" / "data" / "openstax_sample.jsonl"
@@ -67,7 +66,7 @@ def make_backend(latency: float):
 
 def timed_run(config, out: Path, latency: float) -> tuple[float, int]:
     """Run the pipeline; returns (seconds, model calls)."""
-    pipeline = Pipeline(config, out, backend=make_backend(latency), show_progress=False)
+    pipeline = Pipeline(config, out, backend_factory=functools.partial(make_backend, latency), show_progress=False)
     start = time.perf_counter()
     try:
         manifest = pipeline.run()
@@ -105,8 +104,7 @@ def main() -> None:
             for executor in ("local", "ray"):
                 tag = f"{executor}-{latency}"
                 config = load_config(None, {**base, "executor": executor, "cache_path": str(tmp / f"{tag}.sqlite3")})
-                with use_backend_factory(functools.partial(make_backend, latency)):
-                    seconds, calls = timed_run(config, tmp / tag, latency)
+                seconds, calls = timed_run(config, tmp / tag, latency)
                 results[executor] = (seconds, calls)
                 ratio = results["local"][0] / seconds
                 print(f"{latency:>8.3f} {executor:>8} {seconds:>8.2f} {calls:>6} {calls / seconds:>8.1f} "

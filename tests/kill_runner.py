@@ -31,15 +31,9 @@ class LoggingBackend(ScriptedBackend):
 if __name__ == "__main__":
     config_path, out, log = sys.argv[1:4]
     config = load_config(config_path)
-    if config.executor == "ray":  # the Ray workers build the logging backend themselves
-        import functools
+    import functools
 
-        from synthllm.executors.ray_executor import use_backend_factory
-
-        with use_backend_factory(functools.partial(LoggingBackend, Path(log))):
-            pipeline = Pipeline(config, out, show_progress=False)
-            pipeline.run()
-    else:
-        pipeline = Pipeline(config, out, backend=LoggingBackend(Path(log)), show_progress=False)
-        pipeline.run()
+    # a factory: the local executor builds it once, Ray workers build their own
+    pipeline = Pipeline(config, out, backend_factory=functools.partial(LoggingBackend, Path(log)), show_progress=False)
+    pipeline.run()
     pipeline.close()

@@ -12,7 +12,7 @@ import pytest
 from scripted import respond
 from synthllm import Pipeline, load_config
 from synthllm.config import BenchmarkConfig
-from synthllm.executors.ray_executor import RayNotInstalled, ray_map, run_model_stage_ray, use_backend_factory
+from synthllm.executors.ray_executor import RayExecutor, RayNotInstalled, ray_map
 from synthllm.llm.scripted import ScriptedBackend
 from synthllm.store import RunStore
 
@@ -37,8 +37,8 @@ def make_config(**overrides):
     return load_config(None, base)
 
 
-def run(config, out, backend=None):
-    pipeline = Pipeline(config, out, backend=backend, show_progress=False)
+def run(config, out, backend=None, factory=None):
+    pipeline = Pipeline(config, out, backend=backend, backend_factory=factory, show_progress=False)
     try:
         return pipeline.run()
     finally:
@@ -109,9 +109,9 @@ def test_ray_run_gives_the_local_dataset_and_a_rerun_does_nothing(tmp_path, ray_
         "benchmarks": [BenchmarkConfig(name="planted", path=benchmark, fields=["problem"])]})})
     local = run(config, tmp_path / "local", ScriptedBackend(respond))
     ray_config = on_ray(config, tmp_path / "ray-cache.sqlite3")
-    with use_backend_factory(functools.partial(ScriptedBackend, respond)):
-        manifest = run(ray_config, tmp_path / "ray")
-        again = run(ray_config, tmp_path / "ray")
+    factory = functools.partial(ScriptedBackend, respond)
+    manifest = run(ray_config, tmp_path / "ray", factory=factory)
+    again = run(ray_config, tmp_path / "ray", factory=factory)
     assert (tmp_path / "ray" / "dataset.jsonl").read_bytes() == (tmp_path / "local" / "dataset.jsonl").read_bytes()
     assert manifest["reconciliation"] == {"ok": True, "problems": []}
     assert local["stages"]["filter"]["removed"] == 4 and local["stages"]["decontam"]["removed"] == 2
@@ -129,7 +129,7 @@ def test_ray_run_gives_the_local_dataset_and_a_rerun_does_nothing(tmp_path, ray_
         assert ours["this_run"]["model_calls"] > 0 and ours["this_run"]["resumed_records"] == 0
         # the re-run finds every shard committed: no model calls, everything counted as already done
         assert again["stages"][stage]["this_run"] == {"model_calls": 0, "cached": 0, "stopped": False,
-                                                      "resumed_records": ours["in"]}
+                                                      "pending": 0, "resumed_records": ours["in"]}
     assert (tmp_path / "ray" / "dataset.jsonl").read_bytes() == (tmp_path / "local" / "dataset.jsonl").read_bytes()
 
 
@@ -142,8 +142,7 @@ def test_stage_errors_reach_the_driver_as_themselves(tmp_path, ray_cluster):
     stage = Level1Questions(Sampling(max_tokens=64, temperature=0.0, top_p=1.0, seed=0), None, 2, 2000)
     shard = ("part-00000", lambda: [{"id": "d1"}], 1)  # no "text": building the prompt fails in the worker
     with pytest.raises(KeyError, match="text"):
-        run_model_stage_ray(stage, [shard], store, make_config(),
-                            backend_factory=functools.partial(ScriptedBackend, respond))
+        RayExecutor(make_config(), functools.partial(ScriptedBackend, respond)).run_model_stage(stage, [shard], store)
     assert not store.shards("level1")
 
 
@@ -155,8 +154,7 @@ def test_a_worker_killed_mid_stage_is_restarted_and_nothing_is_lost_or_repeated(
     marker = tmp_path / "worker-died"
     # batches of two: the worker dies in its second answer batch, with the first one cached
     factory = functools.partial(ScriptedBackend, functools.partial(dies_once, str(marker)), batch_size=2)
-    with use_backend_factory(factory):
-        manifest = run(on_ray(config, tmp_path / "ray-cache.sqlite3"), tmp_path / "ray")
+    manifest = run(on_ray(config, tmp_path / "ray-cache.sqlite3"), tmp_path / "ray", factory=factory)
     assert marker.exists() and int(marker.read_text()) != os.getpid()  # a worker process really died
     assert (tmp_path / "ray" / "dataset.jsonl").read_bytes() == (tmp_path / "local" / "dataset.jsonl").read_bytes()
     assert manifest["reconciliation"]["ok"]
@@ -215,7 +213,7 @@ def test_a_killed_driver_resumes_on_ray_with_nothing_lost_or_repeated(tmp_path, 
 def test_without_ray_the_error_says_what_to_install(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray now fails as if it were not installed
     with pytest.raises(RayNotInstalled, match=r"pip install 'synthllm\[ray\]'"):
-        run_model_stage_ray(None, [], RunStore(tmp_path / "run"), make_config())
+        RayExecutor(make_config())
 
 
 def stage_files(run_folder: Path, stage: str) -> dict[str, bytes]:

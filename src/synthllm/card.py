@@ -98,7 +98,7 @@ def card_facts(run_dir: str | Path, repo_id: str | None = None) -> dict[str, Any
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise InputError.at(run_dir, "run folder not found")
-    store = RunStore(run_dir)
+    store = RunStore(run_dir, create=False)
     manifest = store.read_json("manifest.json")
     if not isinstance(manifest, dict):
         raise InputError.at(store.manifest_path, "missing or not a JSON object (is this a finished run folder?)")

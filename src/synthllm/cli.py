@@ -4,39 +4,20 @@ from __future__ import annotations
 
 import json
 import sys
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
 
 import typer
 import yaml
 
-from .config import Config, ConfigError, load_config
+from .cliutil import fail, handle_errors
+from .config import Config, load_config
 from .demo import demo_config
-from .io import InputError
+from .errors import EXIT_WORK_LEFT
 from .progress import console
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="rich",
                   help="Turn a corpus into synthetic question-answer data the SynthLLM way, and measure it.")
-
-def _fail(message: str, code: int = 2) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code)
-
-
-@contextmanager
-def _clean_errors():
-    """Turn expected failures into one-line messages, without a traceback."""
-    try:
-        yield
-    except (ConfigError, InputError, FileNotFoundError) as exc:
-        _fail(str(exc))
-    except KeyboardInterrupt:
-        _fail("interrupted; finished work is kept: run the same command again to resume", 130)
-    except RuntimeError as exc:
-        if type(exc).__name__ in ("BackendUnavailable",) or str(exc).startswith(("the embedded model", "the packaged")):
-            _fail(str(exc))
-        raise
 
 
 def _config_for(run_dir: Path, config: Optional[Path], overrides: dict | None = None) -> Config:
@@ -44,18 +25,21 @@ def _config_for(run_dir: Path, config: Optional[Path], overrides: dict | None = 
     if config is None:
         saved = run_dir / "config.yaml"
         if not saved.exists():
-            _fail(f"{run_dir}: no config.yaml in the run folder; pass a CONFIG file")
+            fail(f"{run_dir}: no config.yaml in the run folder; pass a CONFIG file")
         config = saved
     return load_config(config, overrides)
 
 
 def _save_config(run_dir: Path, config: Config) -> None:
-    run_dir.mkdir(parents=True, exist_ok=True)
+    from .store import RunStore, atomic_write_text
+
+    store = RunStore(run_dir)
     data = config.model_dump(mode="json", exclude_none=True)
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    atomic_write_text(store.root / "config.yaml", yaml.safe_dump(data, sort_keys=False))
 
 
 def _run(run_dir: Path, config: Config, until: str | None = None, levels=(1, 2, 3), report: bool = False) -> dict:
+    """Run the pipeline; a run that stopped with work left exits with status 3 after saying so."""
     from .pipeline import Pipeline
 
     _save_config(run_dir, config)
@@ -64,9 +48,12 @@ def _run(run_dir: Path, config: Config, until: str | None = None, levels=(1, 2, 
         manifest = pipeline.run(until=until, levels=levels)
     finally:
         pipeline.close()
-    if report and config.report.enabled and until is None:
+    if report and config.report.enabled and until is None and "partial" not in manifest:
         _write_report(run_dir, config)
     _print_outcome(run_dir, manifest)
+    if "partial" in manifest:
+        fail(f"{run_dir}: stopped with work left ({manifest['partial']['reason']}); run the same command again "
+             "to finish it", EXIT_WORK_LEFT)
     return manifest
 
 
@@ -101,21 +88,27 @@ def _executor_override(executor: Optional[str]) -> dict:
     if executor is None:
         return {}
     if executor not in ("local", "ray"):
-        _fail(f"--executor must be 'local' or 'ray', not {executor!r}")
+        fail(f"--executor must be 'local' or 'ray', not {executor!r}")
     return {"executor": executor}
 
 
 @app.command()
+@handle_errors
 def run(config: Path = typer.Argument(..., help="YAML config file (see `synthllm config-schema`)."),
         out: Path = typer.Option(..., "--out", "-o", help="Run folder (resumed if it exists)."),
         report: bool = typer.Option(True, help="Write report.html / report.json at the end."),
+        until: Optional[str] = typer.Option(None, "--until", help="Stop after this step (see `synthllm steps`)."),
         executor: Optional[str] = _EXECUTOR):
-    """Run the whole pipeline: documents → filter → concepts → Level-1/2/3 questions → answers → curated dataset."""
-    with _clean_errors():
-        _run(out, load_config(config, _executor_override(executor)), report=report)
+    """Run the whole pipeline: documents → filter → concepts → Level-1/2/3 questions → answers → curated dataset.
+
+    Exit status: 0 done; 2 bad input; 3 stopped with work left (time budget, server down, requests still
+    failing): run the same command again to finish.
+    """
+    _run(out, load_config(config, _executor_override(executor)), until=until, report=report)
 
 
 @app.command()
+@handle_errors
 def demo(out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Run folder."),
          docs: int = typer.Option(8, "--docs", min=1, help="How many documents of the sample corpus to use."),
          corpus: Optional[Path] = typer.Option(None, help="Another JSONL corpus instead of the OpenStax sample."),
@@ -123,43 +116,56 @@ def demo(out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Run fo
          report: bool = typer.Option(True, help="Write report.html / report.json at the end."),
          executor: Optional[str] = _EXECUTOR):
     """Run the pipeline on the OpenStax sample with the embedded SmolLM2 model (no network, no API key)."""
-    with _clean_errors():
-        config = demo_config(docs, corpus, model).model_copy(update=_executor_override(executor))
-        console.print(f"demo: {docs} documents of {config.input.path}, model {config.llm.model}")
-        _run(out, config, report=report)
+    config = demo_config(docs, corpus, model).model_copy(update=_executor_override(executor))
+    console.print(f"demo: {docs} documents of {config.input.path}, model {config.llm.model}")
+    _run(out, config, report=report)
 
 
 _CONFIG_ARG = typer.Option(None, "--config", "-c", help="YAML config; default: the run folder's config.yaml.")
 _OUT_ARG = typer.Option(..., "--out", "-o", help="Run folder.")
 
 
-@app.command()
-def documents(out: Path = _OUT_ARG, config: Optional[Path] = _CONFIG_ARG):
-    """Read the corpus into the run folder's document shards (reports malformed lines)."""
-    with _clean_errors():
-        _run(out, _config_for(out, config), until="documents")
+def _step_command(name: str, help_text: str) -> None:
+    """``synthllm NAME --out DIR``: one step of the declared list (and the steps it needs)."""
+
+    @handle_errors
+    def command(out: Path = _OUT_ARG, config: Optional[Path] = _CONFIG_ARG):
+        _run(out, _config_for(out, config), until=name)
+
+    command.__doc__ = f"{help_text} (runs the steps it needs first)"
+    app.command(name)(command)
+
+
+def _mount_step_commands() -> None:
+    from .steps import STEPS
+
+    for step in STEPS:
+        if step.command:
+            _step_command(step.name, step.help)
 
 
 @app.command()
-def concepts(out: Path = _OUT_ARG, config: Optional[Path] = _CONFIG_ARG):
-    """Extract level, subject, topics and key concepts of every document."""
-    with _clean_errors():
-        _run(out, _config_for(out, config), until="concepts")
-
-
-@app.command()
+@handle_errors
 def generate(out: Path = _OUT_ARG, config: Optional[Path] = _CONFIG_ARG,
              level: int = typer.Option(..., "--level", "-l", min=1, max=3, help="Question level: 1, 2 or 3.")):
     """Generate questions of one level (running the steps it needs first)."""
-    with _clean_errors():
-        _run(out, _config_for(out, config), until=f"level{level}", levels=(level,))
+    _run(out, _config_for(out, config), until=f"level{level}", levels=(level,))
 
 
 @app.command()
+@handle_errors
 def answer(out: Path = _OUT_ARG, config: Optional[Path] = _CONFIG_ARG):
     """Answer every generated question, then dedup, decontaminate and write the dataset."""
-    with _clean_errors():
-        _run(out, _config_for(out, config))
+    _run(out, _config_for(out, config))
+
+
+@app.command()
+def steps():
+    """List the steps of a run in order, with what each reads."""
+    from .steps import STEPS
+
+    for step in STEPS:
+        typer.echo(f"{step.name:<10} {step.kind:<7} reads {', '.join(step.reads) or '-':<24} {step.help}")
 
 
 @app.command("config-schema")
@@ -205,6 +211,7 @@ def _mount_optional_commands() -> None:
     app.add_typer(__import__("synthllm.card_cli", fromlist=["app"]).app)  # synthllm card, synthllm push
 
 
+_mount_step_commands()
 _mount_optional_commands()
 
 

@@ -16,7 +16,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # allow_inf_nan=False: every float field of every section (thresholds,
+    # weights, prices, temperatures) must be finite. YAML's ``.nan`` compares
+    # false with everything, so ``filter.threshold: .nan`` dropped every
+    # document and the run still exited 0.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class InputConfig(_Section):
@@ -41,7 +45,9 @@ class LLMConfig(_Section):
     rpm: int | None = Field(None, ge=1, description="OpenAI: requests-per-minute limit.")
     tpm: int | None = Field(None, ge=1, description="OpenAI: tokens-per-minute limit.")
     timeout: float = Field(120.0, gt=0, description="OpenAI: seconds before a request is abandoned and retried.")
-    max_retries: int = Field(8, ge=0, description="OpenAI: retries per request on 429, 5xx, timeouts, connection errors.")
+    max_retries: int = Field(8, ge=0, description="OpenAI: retries per request on 429, 5xx, timeouts, connection errors; a request still failing after them stays pending and the next run retries it.")
+    breaker_failures: int = Field(20, ge=1, description="OpenAI: the circuit breaker opens after this many failed attempts in a row ...")
+    breaker_seconds: float = Field(60.0, gt=0, description="OpenAI: ... once that streak of failures has lasted this many seconds; the run then stops with exit status 3, its work kept (re-run once the server is back).")
     context_window: int | None = Field(None, ge=1, description="OpenAI: the model's context window; longer prompts are rejected with a recorded reason instead of being sent.")
     prices: dict[str, float] | None = Field(None, description="OpenAI: {'prompt': $ per 1M tokens, 'completion': $ per 1M tokens} for cost accounting.")
 
@@ -118,7 +124,7 @@ class FilterConfig(GenerationConfig):
     ratings_path: Path | None = Field(None, description="JSONL of {id, rating} (a stronger model's or a person's) used instead of LLM ratings.")
     sample_size: int = Field(200, ge=10, description="Documents rated by the LLM to train the scorer.")
     min_ratings: int = Field(10, ge=2, description="With fewer usable ratings than this, the filter keeps every document and says so in the manifest.")
-    threshold: float = Field(6.5, description="Keep documents whose predicted rating exceeds this (SPEC: 6.5).")
+    threshold: float = Field(6.5, ge=0, lt=10, description="Keep documents whose predicted rating (1-10) exceeds this (SPEC: 6.5); at 10 or above nothing could pass.")
     max_document_chars: int = Field(4000, ge=200, description="Document characters shown to the rater.")
     max_tokens: int = Field(96, ge=1, description="Longest rating reply in tokens.")
     temperature: float = Field(0.0, ge=0, description="Rating temperature (0 = greedy).")
@@ -171,21 +177,29 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None) -
     """Read and validate a YAML config; ``overrides`` is merged on top (nested dicts).
 
     Relative paths inside the file are resolved against the file's folder.
+
+    Parameters
+    ----------
+    path : the YAML file; ``None`` for the defaults plus ``overrides``.
+    overrides : nested dict merged over the file's contents.
+
+    Returns
+    -------
+    Config
+        The validated configuration.
+
+    Raises
+    ------
+    ConfigError
+        One line naming the file and the line or field: a missing, unreadable,
+        binary or non-UTF-8 file, invalid YAML, an unknown key, or a value out
+        of range (including NaN and infinity).
     """
     data: dict = {}
     base = Path.cwd()
     if path is not None:
         path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"{path}: config file not found")
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f":{mark.line + 1}" if mark else ""
-            raise ConfigError(f"{path}{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: the top level must be a mapping of sections")
+        data = _read_yaml(path)
         base = path.parent
     data = _merge(data, overrides or {})
     try:
@@ -193,7 +207,9 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None) -
     except ValidationError as exc:
         first = exc.errors()[0]
         field = ".".join(str(p) for p in first["loc"]) or "(top level)"
-        raise ConfigError(f"{path or 'config'}: {field}: {first['msg']}") from None
+        value = first.get("input")
+        got = f" (got {value!r})" if isinstance(value, (int, float, str)) and len(repr(value)) <= 40 else ""
+        raise ConfigError(f"{path or 'config'}: {field}: {first['msg']}{got}") from None
     for holder, attr in ((config.input, "path"), (config.filter, "ratings_path"), (config, "cache_path")):
         value = getattr(holder, attr)
         if value is not None and not Path(value).is_absolute():
@@ -202,6 +218,40 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None) -
         if not bench.path.is_absolute():
             bench.path = base / bench.path
     return config
+
+
+def _read_yaml(path: Path) -> dict:
+    """The mapping in a YAML file, or a one-line :class:`ConfigError` naming the file and line."""
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a folder, not a config file")
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(f"{path}:{line}: not UTF-8 text (byte 0x{raw[exc.start]:02x}); "
+                          "a config is a YAML text file") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark else ""
+        if isinstance(exc, yaml.reader.ReaderError):  # a control character: a binary file
+            where = f":{text.count(chr(10), 0, exc.position) + 1}"
+            problem = f"character #x{exc.character:04x} is not allowed in YAML; a config is a YAML text file"
+        else:
+            problem = " ".join(str(getattr(exc, "problem", None) or exc).split())
+        raise ConfigError(f"{path}{where}: not valid YAML ({problem})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections, not {type(data).__name__}")
+    return data
 
 
 def _merge(base: dict, extra: dict) -> dict:

@@ -5,8 +5,8 @@ benchmark look-ups. Reduce (here): LSH clustering in record order, dropping
 the contaminated rows dedup kept.
 
 Writes ``dataset.parquet`` and ``dataset.jsonl`` (same rows), and the removed
-rows, whole, with ``removed_by`` and ``reason`` (:class:`~synthllm.records.RemovedRow`)
-in ``quality/dedup.jsonl`` and ``quality/decontam.jsonl``. A disabled check still appears in the counts (with
+samples with their reasons in ``quality/dedup.jsonl`` and
+``quality/decontam.jsonl``. A disabled check still appears in the counts (with
 nothing removed), so the chain answers → dedup → decontam → dataset always
 reconciles.
 """
@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .config import Config
-from .executors import map_items
+from .errors import InputError, StorageError
 from .quality.decontam import shared_data_dir
 from .store import RunStore, atomic_write_text, jsonl_text
 
@@ -84,7 +84,7 @@ def _decontaminator(config: Config):
         specs += shared_benchmark_specs(data)
     for spec in specs:
         if not Path(spec.path).is_file():
-            raise FileNotFoundError(f"{spec.path}: benchmark file for decontamination not found")
+            raise InputError(f"{spec.path}: benchmark file for decontamination not found")
     return Decontaminator(specs, ngram=cfg.ngram), [s.name for s in specs]
 
 
@@ -131,17 +131,19 @@ def shard_groups(items: list, config: Config) -> list[list]:
     return [items[start:start + size] for start in range(0, len(items), size)]
 
 
-def curate_dataset(store: RunStore, config: Config) -> dict:
-    """Dedup and decontaminate the answered questions and write the dataset; returns counts.
+def curate_dataset(store: RunStore, config: Config, executor) -> dict:
+    """Dedup and decontaminate the answered questions and write the dataset; returns the step's summary.
 
     The per-record work (signatures, benchmark look-ups) runs on groups of
-    shards on the configured executor; the clustering and the files are written here.
+    shards on ``executor``; the clustering and the files are written here.
+    Removed rows are whole dataset rows plus ``removed_by`` and ``reason``
+    (:class:`~synthllm.records.RemovedRow`).
     """
     decontaminator, benchmarks = _decontaminator(config)
     loaders = [functools.partial(store.read_shard, "answers", name) for name in store.shards("answers")]
     rows, signatures, matches = [], [], []
-    for group_rows, group_signatures, group_matches in map_items(CheckShards(config, decontaminator),
-                                                                 shard_groups(loaders, config), config):
+    for group_rows, group_signatures, group_matches in executor.map(CheckShards(config, decontaminator),
+                                                                    shard_groups(loaders, config)):
         rows += group_rows
         signatures += group_signatures or []
         matches += group_matches
@@ -153,54 +155,45 @@ def curate_dataset(store: RunStore, config: Config) -> dict:
         kept, dup_removed = deduplicate(rows, text_key="question", threshold=cfg.threshold, num_perm=cfg.num_perm,
                                         ngram=cfg.ngram, signatures=signatures)
     kept_ids = {r["id"] for r in kept}
-    contaminated = [m for m in matches if m["id"] in kept_ids]
-    contaminated_ids = {m["id"] for m in contaminated}
-    clean = [r for r in kept if r["id"] not in contaminated_ids]
-    store.write_jsonl("quality/dedup.jsonl", removed_rows(rows, dup_removed, "dedup"))
-    store.write_jsonl("quality/decontam.jsonl", removed_rows(rows, contaminated, "decontam"))
+    contaminated = {}
+    for match in matches:  # the first match of each kept row explains its removal
+        if match["id"] in kept_ids:
+            contaminated.setdefault(match["id"], match)
+    clean = [r for r in kept if r["id"] not in contaminated]
+    by_id = {r["id"]: r for r in rows}
+    store.write_jsonl("quality/dedup.jsonl", [removed_row(by_id[d["id"]], "dedup", d) for d in dup_removed])
+    store.write_jsonl("quality/decontam.jsonl",
+                      [removed_row(by_id[i], "decontam", m) for i, m in contaminated.items()])
     write_dataset(store.root, clean)
-    by_level = {str(level): sum(1 for r in clean if r["level"] == level) for level in (1, 2, 3)}
     return {
-        "stages": {
+        "in": len(rows), "out": len(clean), "removed": len(rows) - len(clean),
+        "parts": {
             "dedup": {"in": len(rows), "out": len(kept), "removed": len(dup_removed),
                       "enabled": config.dedup.enabled},
             "decontam": {"in": len(kept), "out": len(clean), "removed": len(contaminated),
                          "enabled": config.decontamination.enabled, "benchmarks": benchmarks},
         },
         "dataset_rows": len(clean),
-        "dataset_by_level": by_level,
+        "dataset_by_level": {str(level): sum(1 for r in clean if r["level"] == level) for level in (1, 2, 3)},
     }
 
 
-def removed_rows(rows: list[dict], entries: list[dict], check: str) -> list[dict]:
-    """The removed rows as :class:`~synthllm.records.RemovedRow`: the whole dataset row, ``removed_by`` and ``reason``.
-
-    Parameters
-    ----------
-    rows : list of dict
-        Every dataset row curation started from.
-    entries : list of dict
-        What the check returned for each removed row: ``{"id", ...}`` (dedup:
-        ``duplicate_of``, ``similarity``, ``kind``; decontamination: the match).
-    check : str
-        ``"dedup"`` or ``"decontam"``.
-
-    Returns
-    -------
-    list of dict
-        One row per entry, in the entries' order; ``reason`` is the entry without its ``id``.
-    """
-    by_id = {row["id"]: row for row in rows}
-    return [{**by_id[entry["id"]], "removed_by": check,
-             "reason": {key: value for key, value in entry.items() if key != "id"}} for entry in entries]
+def removed_row(row: dict, check: str, reason: dict) -> dict:
+    """A removed dataset row: the row, which check removed it, and what it matched."""
+    return {**row, "removed_by": check, "reason": {k: v for k, v in reason.items() if k != "id"}}
 
 
 def write_dataset(root: Path, rows: list[dict]) -> None:
     """Write ``dataset.parquet`` and ``dataset.jsonl`` atomically."""
     table = pa.Table.from_pylist(rows, schema=DATASET_SCHEMA)
     tmp = root / ".dataset.parquet.tmp"
-    pq.write_table(table, tmp)
-    with open(tmp, "rb+") as handle:
-        os.fsync(handle.fileno())
-    os.replace(tmp, root / "dataset.parquet")
+    try:
+        pq.write_table(table, tmp)
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, root / "dataset.parquet")
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise StorageError(f"{root / 'dataset.parquet'}: cannot write ({exc}); free space and run the same "
+                           "command again (finished work is kept)") from None
     atomic_write_text(root / "dataset.jsonl", jsonl_text(rows))

@@ -60,6 +60,12 @@ class BackendUnavailable(SynthLLMError, RuntimeError):
     exit_code = EXIT_WORK_LEFT
 
 
+class StorageError(SynthLLMError):
+    """The run folder cannot be written (disk full, read-only filesystem); finished work is kept."""
+
+    exit_code = EXIT_WORK_LEFT
+
+
 class RunFolderBusy(SynthLLMError):
     """Another synthllm process holds the run folder's lock."""
 

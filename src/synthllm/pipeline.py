@@ -1,108 +1,61 @@
-"""The SynthLLM pipeline over one run folder.
+"""Running the declared steps (:mod:`synthllm.steps`) over one run folder.
 
-Steps, each resumable (committed shards are skipped, model replies are cached):
+The pipeline knows no step by name. For each step of the plan it derives a
+fingerprint (the step's config sections, the model, its stage's template text
+and parser version, the upstream fingerprints, the seed); a changed
+fingerprint resets that step, and so, through the upstream fingerprints,
+everything downstream of it. Then one resume rule for every step: a step whose
+``_done.json`` marker exists (written atomically, only once the step finished
+with nothing pending and everything upstream finished) is replayed from its
+recorded counts; any other step runs, and its per-shard work skips the shards
+already committed. Counts go into ``manifest.json``, whose reconciliation
+(:mod:`synthllm.manifest`) is derived from the same declarations.
 
-1. ``documents``  stream the corpus into shards (malformed lines reported and counted)
-   ``filter``     (stage 1) LLM ratings of a sample → random forest on embeddings → keep scores > threshold
-2. ``concepts``   level, subject, topics and key concepts per document
-3. ``level1``     questions from one document
-4. ``level2``     questions from a document and its concepts
-5. ``graph``      the corpus-wide concept graph (a reduce step over all concepts)
-6. ``walks``      seeded random walks; top-k Jaccard reference documents per walk
-7. ``level3``     questions from each walk's concepts and references
-8. ``answers``    an answer for every question
-9. ``curate``     dedup and decontamination, then dataset.parquet / dataset.jsonl
-
-Every step records its counts in ``manifest.json``; :func:`reconcile` checks
-that they add up. A step's outputs carry a fingerprint of what produced them
-(config section, model, prompt version, upstream fingerprints); when that
-changes, the step and everything downstream is redone instead of mixing old
-and new records.
+A run that stops early (time budget, Ctrl-C, a server that stays down) or that
+ends with requests pending (failed for a transient reason) still writes a
+valid partial dataset from what is answered, records why in ``partial``, and
+is finished by running the same command again.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import platform
-import random
-import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable
 
-import numpy as np
-
-from . import __version__
 from .config import Config
-from .executors import map_items
-from .executors.local import run_model_stage
-from .io import InputError, ReadStats, read_documents
-from .llm.base import Backend, Sampling
-from .llm.cache import ResponseCache
-from .llm.factory import make_backend
+from .errors import BackendUnavailable
+from .executors import make_executor
+from .llm.base import Backend
+from .manifest import digest, reconcile, summary_line, versions
 from .progress import console, stage_progress
-from .stages.answers import AnswerQuestions
 from .stages.base import ModelStage
-from .stages.concepts import ExtractConcepts
-from .stages.level1 import Level1Questions
-from .stages.level2 import Level2Questions
-from .stages.level3 import Level3Questions
-from .stages.records import stable_id
-from .store import RunStore, empty_counts
-
-QUESTION_STAGES = ("level1", "level2", "level3")
-
-
-def _request_shape(stage: ModelStage) -> list:
-    """What a stage's requests depend on besides its config: template version, prefill, stops."""
-    return [stage.prompt_version, stage.prefill, stage.sampling.as_dict()]
-
-
-def _sampling(section, seed: int) -> Sampling:
-    return Sampling(max_tokens=section.max_tokens, temperature=section.temperature, top_p=section.top_p, seed=seed)
-
-
-def _digest(*parts) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-class DocumentTexts:
-    """id → text of every input document, in an SQLite file of the run (Level-3 needs random access)."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self._conn = sqlite3.connect(path)
-        self._conn.execute("CREATE TABLE IF NOT EXISTS docs (id TEXT PRIMARY KEY, text TEXT NOT NULL)")
-
-    def __reduce__(self):  # a Ray worker that unpickles it opens its own connection to the same file
-        return DocumentTexts, (self.path,)
-
-    def add(self, documents: Iterable[dict]) -> None:
-        with self._conn:
-            self._conn.executemany("INSERT OR REPLACE INTO docs VALUES (?, ?)",
-                                   ((d["id"], d["text"]) for d in documents))
-
-    def get(self, doc_id: str) -> str:
-        row = self._conn.execute("SELECT text FROM docs WHERE id = ?", (doc_id,)).fetchone()
-        if row is None:
-            raise KeyError(doc_id)
-        return row[0]
-
-    def close(self) -> None:
-        self._conn.close()
+from .steps import CORPUS, QUESTIONS, STEPS, Step, plan
+from .store import DocumentTexts, RunStore
 
 
 @dataclass
 class Shard:
+    """A shard as an executor sees it: name, loader of its records, number of records."""
+
     name: str
     load: Callable[[], list[dict]]
     size: int
     ids: list[str] | None = None  # for a sample of documents: the chosen ids, in document order
 
-    def __iter__(self):  # lets a Shard unpack as the executor's (name, load, size)
+    def __iter__(self):  # unpacks as the executor's (name, load, size)
         return iter((self.name, self.load, self.size))
+
+
+class _Given:
+    """A factory that hands out a backend built by the caller (tests, notebooks): local runs only."""
+
+    def __init__(self, backend: Backend):
+        self.backend = backend
+
+    def __call__(self) -> Backend:
+        return self.backend
 
 
 class Pipeline:
@@ -112,526 +65,209 @@ class Pipeline:
     ----------
     config : the validated run configuration.
     out : run folder (created if missing; an existing one is resumed).
-    backend : a ready backend; by default one is made from ``config.llm`` on first use.
+    backend : a ready backend (local executor only); by default one is built from ``config.llm`` when needed.
+    backend_factory : a picklable zero-argument callable building the backend (any executor).
     cache : the response cache; by default ``config.cache_path`` or the shared default.
     show_progress : draw progress bars (only on a terminal).
+    steps : the step declarations (default :data:`~synthllm.steps.STEPS`; add your own generator here).
     """
 
     def __init__(self, config: Config, out: str | Path, backend: Backend | None = None,
-                 cache: ResponseCache | None = None, show_progress: bool = True):
+                 backend_factory: Callable[[], Backend] | None = None, cache=None, show_progress: bool = True,
+                 steps: tuple[Step, ...] = STEPS):
         self.config = config
+        self.declared = tuple(steps)
+        self.steps = {step.name: step for step in self.declared}
         self.store = RunStore(out)
-        self._backend = backend
-        self.cache = cache if cache is not None else ResponseCache(config.cache_path)
+        self.executor = make_executor(config, _Given(backend) if backend is not None else backend_factory, cache)
         self.show_progress = show_progress
         self.fingerprints: dict[str, str] = {}
         self.manifest = self.store.read_manifest()
-        self.manifest.setdefault("stages", {})
+        self.manifest["stages"] = {}
+        self.planned: list[str] = []
         self._texts: DocumentTexts | None = None
         self._deadline: float | None = None
+        self._current: str | None = None
+        self._executed: set[str] = set()
 
-    # -- plumbing ------------------------------------------------------------
-    @property
-    def backend(self) -> Backend:
-        if self._backend is None:
-            with console.status(f"loading model {self.config.llm.model} ..."):
-                self._backend = make_backend(self.config)
-        return self._backend
-
+    # -- what step bodies use --------------------------------------------------------------
     @property
     def texts(self) -> DocumentTexts:
         if self._texts is None:
             self._texts = DocumentTexts(self.store.root / "documents.sqlite")
         return self._texts
 
-    def _fingerprint(self, stage: str, *parts) -> bool:
-        """Record ``stage``'s fingerprint; reset the stage if it changed. Returns True if it was reset."""
-        value = _digest(stage, *parts)
-        self.fingerprints[stage] = value
-        path = self.store.stage_dir(stage) / "_fingerprint"
-        old = path.read_text().strip() if path.exists() else None
-        reset = old is not None and old != value
-        if reset:
-            console.print(f"[yellow]{stage}: settings or inputs changed since the last run; redoing it[/]")
-            self.store.reset_stage(stage)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if old != value:
-            path.write_text(value)
-        return reset
+    def resolve(self, name: str) -> str:
+        """A step name, with :data:`~synthllm.steps.CORPUS` resolved to the filter when it runs."""
+        return ("filter" if "filter" in self.planned else "documents") if name == CORPUS else name
 
-    def _shards_of(self, stage: str, transform: Callable[[str, list[dict]], list[dict]] | None = None,
-                   prefix: str = "") -> list[Shard]:
-        # the loaders close over the store, never over the pipeline: Ray pickles them to its workers
-        store, shards = self.store, []
-        for name in self.store.shards(stage):
-            size = store.shard_counts(stage, name)["out"]
+    def expand(self, name: str) -> list[str]:
+        """The planned steps a name in ``reads`` stands for (:data:`~synthllm.steps.QUESTIONS`: all question steps)."""
+        if name == QUESTIONS:
+            return [s for s in self.planned if self.steps[s].kind == "model" and self.steps[s].level is not None]
+        return [self.resolve(name)]
 
-            def load(name=name):
-                records = store.read_shard(stage, name)
-                return transform(name, records) if transform else records
-
-            shards.append(Shard(prefix + name, load, size))
-        return shards
-
-    def _run_stage(self, stage: ModelStage, shards: list[Shard], label: str) -> dict:
-        total = sum(s.size for s in shards)
-        with stage_progress(label, total, self.show_progress) as progress:
-            if self.config.executor == "ray":
-                from .executors.ray_executor import run_model_stage_ray
-
-                counts = run_model_stage_ray(stage, shards, self.store, self.config, progress,
-                                             extra_fields={"seed": self.config.seed}, should_stop=self._out_of_time)
-            else:
-                # a stage whose shards are all committed needs no backend: a replay loads no model
-                pending = any(not self.store.is_committed(stage.name, shard.name) for shard in shards)
-                counts = run_model_stage(stage, shards, self.store, self.backend if pending else None, self.cache,
-                                         progress,
-                                         extra_fields={"seed": self.config.seed}, should_stop=self._out_of_time)
-        self._record(stage.name, counts, prompt_version=stage.prompt_version)
-        return counts
-
-    def _record(self, stage: str, counts: dict, **extra) -> None:
-        self.manifest["stages"][stage] = {**counts, **extra, "fingerprint": self.fingerprints.get(stage)}
-        self._summary_line(stage, counts)
-        self.save_manifest()
-
-    @staticmethod
-    def _summary_line(stage: str, counts: dict) -> None:
-        parts = [f"in {counts.get('in', 0)}", f"out {counts.get('out', 0)}"]
-        for key in ("unsuitable", "unparsable", "failed", "removed", "skipped"):
-            if counts.get(key):
-                parts.append(f"{key} {counts[key]}")
-        this_run = counts.get("this_run")
-        if this_run:
-            parts.append(f"this run: model calls {this_run['model_calls']}, cached {this_run['cached']}, "
-                         f"already done {this_run['resumed_records']}")
-        console.print(f"[green]✓[/] {stage:<10} " + ", ".join(parts))
-
-    def save_manifest(self) -> None:
-        self.manifest.update({
-            "synthllm_version": __version__,
-            "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "config": self.config.model_dump(mode="json"),
-            "versions": _versions(),
-            "model": (self._backend.model_name if self._backend is not None
-                      else self.manifest.get("model", self._model_key())),
-        })
-        self.manifest["reconciliation"] = reconcile(self.manifest)
-        self.store.write_manifest(self.manifest)
-
-    # -- steps -----------------------------------------------------------------
-    def documents(self) -> dict:
-        cfg = self.config.input
-        if cfg.path is None:
-            raise InputError("input.path is not set: name a corpus file or folder in the config")
-        self._fingerprint("documents", cfg.model_dump(mode="json"), self.config.shard_size)
-        done_path = self.store.stage_dir("documents") / "_read.json"
-        if done_path.exists():
-            counts = json.loads(done_path.read_text())
-            self._record("documents", counts)
-            return counts
-        stats = ReadStats()
-        size = self.config.shard_size
-        batch: list[dict] = []
-        index = 0
-        with stage_progress("documents", cfg.limit, self.show_progress) as progress:
-            reader = read_documents(cfg.path, cfg.format, cfg.text_field, cfg.id_field, cfg.limit, cfg.min_chars,
-                                    stats, on_problem=lambda msg: console.print(f"[yellow]skipped[/] {msg}"))
-            for doc in reader:
-                batch.append(doc)
-                progress.advance(1)
-                if len(batch) == size:
-                    self._commit_documents(index, batch)
-                    index, batch = index + 1, []
-            if batch:
-                self._commit_documents(index, batch)
-        counts = {**empty_counts(), "in": stats.read, "ok": stats.yielded, "out": stats.yielded,
-                  "skipped": sum(stats.skipped.values()), "skipped_by_reason": stats.skipped,
-                  "problems": stats.problems}
-        if stats.yielded == 0:
-            raise InputError(f"{cfg.path}: no usable documents (read {stats.read}; skipped {stats.skipped})")
-        done_path.write_text(json.dumps(counts))
-        self._record("documents", counts)
-        return counts
-
-    def _commit_documents(self, index: int, docs: list[dict]) -> None:
-        name = f"part-{index:05d}"
-        if not self.store.is_committed("documents", name):
-            self.texts.add(docs)
-            n = len(docs)
-            self.store.commit_shard("documents", name, docs, [], {**empty_counts(), "in": n, "ok": n, "out": n})
-
-    @property
-    def document_stage(self) -> str:
-        """Where the generation steps read documents: the filter's output when it runs."""
-        return "filter" if self.config.filter.enabled else "documents"
-
-    def filter(self) -> dict:
-        """Stage 1: rate a sample, fit the scorer on its embeddings, keep documents scoring above the threshold.
-
-        Dropped documents go to the shard's rejects with kind ``filtered`` and
-        their score. With fewer than ``min_ratings`` usable ratings the scorer
-        cannot be trusted: every document is kept and the manifest says why.
-        """
-        from .quality import DomainScorer, load_ratings
-        from .stages.filter import ScoreShard, embed_shard
-        from .stages.rate import RateDocuments
-
-        cfg = self.config.filter
-        self._fingerprint("filter", cfg.model_dump(mode="json"), self._model_key(), self.fingerprints["documents"],
-                          self.config.seed)
-        summary_path = self.store.stage_dir("filter") / "_summary.json"
-        if summary_path.exists():
-            summary = json.loads(summary_path.read_text())
-            if self.store.shards("rate"):  # the ratings it was fitted on stay in the manifest
-                rate = self.store.stage_counts("rate")
-                self._record("rate", {**rate, "this_run": {"model_calls": 0, "cached": 0, "stopped": False,
-                                                           "resumed_records": rate["in"]}})
-            self._record("filter", summary)
-            return summary
+    def shards_of(self, stage: str, transform: Callable[[str, list[dict]], list[dict]] | None = None,
+                  prefix: str = "") -> list[Shard]:
+        """The committed shards of ``stage`` as loaders (which close over the store only: Ray pickles them)."""
         store = self.store
-        ids_by_shard = {name: [d["id"] for d in store.read_shard("documents", name)]
-                        for name in store.shards("documents")}
-        if cfg.ratings_path is not None:
-            ratings = load_ratings(cfg.ratings_path)
-        else:
-            stage = RateDocuments(_sampling(cfg, self.config.seed), cfg.prompt_version, cfg.domain,
-                                  cfg.max_document_chars)
-            self._fingerprint("rate", self.fingerprints["filter"], _request_shape(stage))
-            every_id = [doc_id for ids in ids_by_shard.values() for doc_id in ids]
-            sample = set(random.Random(self.config.seed).sample(every_id, min(cfg.sample_size, len(every_id))))
-            self._run_stage(stage, self._document_sample(ids_by_shard, sample), "rate")
-            ratings = {r["id"]: r["rating"] for r in self.store.iter_records("rate")}
-        rated_shards = self._document_sample(ids_by_shard, ratings.keys())
-        rated = [doc_id for shard in rated_shards for doc_id in shard.ids]
-        summary = {**empty_counts(), "threshold": cfg.threshold, "ratings": len(rated)}
-        scorer = None
-        if len(rated) >= cfg.min_ratings:
-            with console.status("filter: embedding the rated documents ..."):
-                embeddings = map_items(embed_shard, [s.load for s in rated_shards], self.config)
-            scorer = DomainScorer(random_state=self.config.seed).fit(np.vstack(embeddings),
-                                                                     [ratings[doc_id] for doc_id in rated])
-            summary["scorer_cv"] = scorer.cv_report
-        else:
-            summary["applied"] = False
-            summary["reason"] = f"only {len(rated)} usable ratings (min_ratings {cfg.min_ratings}): every document kept"
-            console.print(f"[yellow]filter: {summary['reason']}[/]")
-        shards = self._shards_of("documents")
-        with stage_progress("filter", sum(s.size for s in shards), self.show_progress) as progress:
-            todo = []
-            for shard in shards:
-                if self.store.is_committed("filter", shard.name):
-                    progress.skip(shard.size)
-                else:
-                    todo.append(shard)
-            map_items(ScoreShard(str(self.store.root), scorer, cfg.threshold), [(s.name, s.load) for s in todo],
-                      self.config, on_result=lambda index, _counts: progress.advance(todo[index].size))
-        counts = self.store.stage_counts("filter")
-        summary.update({key: counts[key] for key in ("in", "out", "removed")})
-        summary["kept_share"] = round(summary["out"] / summary["in"], 4) if summary["in"] else None
-        summary_path.write_text(json.dumps(summary))
-        self.store.write_json("quality/filter.json", summary)
-        self._record("filter", summary)
-        return summary
 
-    def _document_sample(self, ids_by_shard: dict[str, list[str]], chosen) -> list[Shard]:
-        """The documents whose ids are in ``chosen``, as shards named after their document shards.
+        def loader(name: str):
+            return lambda: transform(name, store.read_shard(stage, name)) if transform else store.read_shard(stage, name)
 
-        ``ids_by_shard`` lists each document shard's ids in order; each shard
-        returned also gets ``ids``: its chosen ids in document order.
-        """
+        return [Shard(prefix + name, loader(name), store.shard_counts(stage, name)["out"]) for name in store.shards(stage)]
+
+    def document_sample(self, ids_by_shard: dict[str, list[str]], chosen) -> list[Shard]:
+        """The documents whose ids are in ``chosen``, as shards named after their document shards."""
         store, shards = self.store, []
         for name, ids in ids_by_shard.items():
             mine = [doc_id for doc_id in ids if doc_id in chosen]
-            if not mine:
-                continue
-            wanted = frozenset(mine)
-
-            def load(name=name, wanted=wanted):
-                return [d for d in store.read_shard("documents", name) if d["id"] in wanted]
-
-            shards.append(Shard(name, load, len(mine), mine))
+            if mine:
+                wanted = frozenset(mine)
+                shards.append(Shard(name, lambda name=name, wanted=wanted: [
+                    d for d in store.read_shard("documents", name) if d["id"] in wanted], len(mine), mine))
         return shards
 
-    def concepts(self) -> dict:
-        cfg = self.config.concepts
-        stage = ExtractConcepts(_sampling(cfg, self.config.seed), cfg.prompt_version, cfg.max_document_chars)
-        self._fingerprint("concepts", cfg.model_dump(mode="json"), self._model_key(), _request_shape(stage),
-                          self.fingerprints[self.document_stage], self.config.seed)
-        return self._run_stage(stage, self._shards_of(self.document_stage), "concepts")
+    def run_model(self, stage: ModelStage, shards: list[Shard]) -> dict:
+        """Run a model stage over ``shards`` on the executor; returns its counts (with ``this_run``)."""
+        if stage.name != self._current:  # a stage inside a step (the filter's ratings): its own folder
+            self.store.set_fingerprint(stage.name, digest(self.fingerprints[self._current], stage.fingerprint_parts()))
+        with stage_progress(stage.name, sum(s.size for s in shards), self.show_progress) as progress:
+            counts = self.executor.run_model_stage(stage, shards, self.store, progress,
+                                                   extra_fields={"seed": self.config.seed}, should_stop=self._out_of_time)
+        return {**counts, "prompt_version": stage.prompt_version, "template": stage.template_name}
 
-    def level1(self) -> dict:
-        cfg = self.config.level1
-        stage = Level1Questions(_sampling(cfg, self.config.seed), cfg.prompt_version, cfg.questions_per_document,
-                                cfg.max_document_chars)
-        self._fingerprint("level1", cfg.model_dump(mode="json"), self._model_key(), _request_shape(stage),
-                          self.fingerprints[self.document_stage], self.config.seed)
-        return self._run_stage(stage, self._shards_of(self.document_stage), "level1")
+    # -- the resume rule -------------------------------------------------------------------
+    def fingerprint(self, step: Step) -> str:
+        parts: list = [step.name, self.config.seed]
+        for section in step.sections:
+            data = getattr(self.config, section).model_dump(mode="json")
+            parts.append({k: v for k, v in data.items() if step.fields is None or k in step.fields})
+        if step.name == "documents":
+            parts.append(self.config.shard_size)
+        if step.kind == "model" or step.name == "filter":
+            parts.append(f"{self.config.llm.backend}:{self.config.llm.model}")
+        if step.stage is not None:
+            parts.append(step.stage(self.config).fingerprint_parts())
+        parts.append([self.fingerprints.get(name) for read in step.reads for name in self.expand(read)])
+        return digest(*parts)
 
-    def level2(self) -> dict:
-        cfg = self.config.level2
-        stage = Level2Questions(_sampling(cfg, self.config.seed), cfg.prompt_version, cfg.questions_per_document,
-                                cfg.max_document_chars)
-        self._fingerprint("level2", cfg.model_dump(mode="json"), self._model_key(), _request_shape(stage),
-                          self.fingerprints["concepts"], self.config.seed)
+    def execute(self, step: Step, finished: set[str]) -> dict:
+        """Run (or replay) one step; ``finished`` collects the steps that completed."""
+        self._current = step.name
+        self._executed.add(step.name)
+        self.fingerprints[step.name] = self.fingerprint(step)
+        if self.store.set_fingerprint(step.name, self.fingerprints[step.name]):
+            console.print(f"[yellow]{step.name}: settings or inputs changed since the last run; redoing it[/]")
+        upstream = all(name in finished for read in step.reads for name in self.expand(read) if name in self.planned)
+        if step.whole_input and not upstream:
+            console.print(f"[yellow]… {step.name:<10} waits for its input to finish (run again)[/]")
+            return {"complete": False}
+        summary = self.store.done(step.name) if upstream else None
+        if summary is not None:  # finished in an earlier run: replay its counts
+            for counts in (summary, *summary.get("parts", {}).values()):
+                if "this_run" in counts:
+                    counts["this_run"] = {"model_calls": 0, "cached": 0, "resumed_records": counts.get("in", 0),
+                                          "pending": 0, "stopped": False}
+        else:
+            summary = step.run(self)
+            this_run = summary.get("this_run") or {}
+            if upstream and not this_run.get("pending") and not this_run.get("stopped"):
+                self.store.mark_done(step.name, summary)
+            else:
+                summary["complete"] = False
+        summary.setdefault("complete", True)
+        if summary["complete"]:
+            finished.add(step.name)
+        self.record(step.name, summary)
+        return summary
 
-        texts = self.texts
-
-        def with_text(_shard: str, concepts: list[dict]) -> list[dict]:
-            return [{**c, "text": texts.get(c["doc_id"])} for c in concepts]
-
-        return self._run_stage(stage, self._shards_of("concepts", with_text), "level2")
-
-    def graph(self):
-        """Build (or load) the concept graph from every concept record."""
-        from .graph import ConceptGraph, ConceptGraphBuilder
-
-        self._fingerprint("graph", self.fingerprints["concepts"])
-        folder = self.store.root / "graph"
-        marker = folder / "_fingerprint"
-        if marker.exists() and marker.read_text() == self.fingerprints["graph"]:
-            return ConceptGraph.load(folder)
-        builder = ConceptGraphBuilder()
-        for record in self.store.iter_records("concepts"):
-            builder.add_document(record["doc_id"], [(t["topic"], t["concepts"]) for t in record["topics"]])
-        if builder.n_documents == 0:
-            console.print("[yellow]level3: no document has parsed concepts, so there is no concept graph to walk[/]")
-            return None
-        graph = builder.build()
-        graph.save(folder)
-        marker.write_text(self.fingerprints["graph"])
-        self.manifest["graph"] = {"topics": graph.n_topics, "concepts": graph.n_concepts}
-        return graph
-
-    def walks(self, graph) -> dict:
-        """Sample walks, group their concepts by topic, retrieve reference documents; commit as shards."""
-        from .graph import sample_walks
-
-        cfg = self.config.level3
-        self._fingerprint("walks", self.fingerprints["graph"], cfg.epochs, cfg.max_walks, cfg.novelty,
-                          cfg.reference_documents, self.config.seed)
-        if self.store.shards("walks") or graph is None:
-            counts = self.store.stage_counts("walks")
-            self._record("walks", counts)
-            return counts
-        walks = sample_walks(graph, epochs=cfg.epochs, seed=self.config.seed, max_walks=cfg.max_walks,
-                             novelty=cfg.novelty)
-        records = []
-        for walk in walks:
-            references = graph.top_k_documents(walk.nodes, k=cfg.reference_documents)
-            records.append({
-                "id": stable_id("w", self.config.seed, walk.walk_index, walk.nodes),
-                "walk": walk.nodes,
-                "walk_detail": walk.to_dict(),
-                "groups": group_walk_concepts(graph, walk),
-                "references": [{"doc_id": doc_id, "score": score} for doc_id, score in references],
-            })
-        size = self.config.shard_size
-        for index in range(0, max(len(records), 1), size):
-            part = records[index:index + size]
-            n = len(part)
-            self.store.commit_shard("walks", f"part-{index // size:05d}", part, [],
-                                    {**empty_counts(), "in": n, "ok": n, "out": n})
-        coverage = graph.coverage(walks)
-        self.store.write_json("graph/coverage.json", coverage)
-        counts = self.store.stage_counts("walks")
-        self._record("walks", counts)
-        return counts
-
-    def level3(self) -> dict:
-        cfg = self.config.level3
-        stage = Level3Questions(_sampling(cfg, self.config.seed), cfg.prompt_version, cfg.questions_per_walk,
-                                cfg.max_reference_chars)
-        self._fingerprint("level3", cfg.model_dump(mode="json"), self._model_key(), _request_shape(stage),
-                          self.fingerprints["walks"], self.config.seed)
-
-        texts = self.texts
-
-        def with_texts(_shard: str, walks: list[dict]) -> list[dict]:
-            return [{**w, "references": [{**r, "text": texts.get(r["doc_id"])} for r in w["references"]]}
-                    for w in walks]
-
-        return self._run_stage(stage, self._shards_of("walks", with_texts), "level3")
-
-    def answers(self) -> dict:
-        cfg = self.config.answers
-        stage = AnswerQuestions(_sampling(cfg, self.config.seed), cfg.prompt_version, cfg.samples)
-        upstream = [self.fingerprints.get(s) for s in QUESTION_STAGES]
-        self._fingerprint("answers", cfg.model_dump(mode="json"), self._model_key(), _request_shape(stage),
-                          upstream, self.config.seed)
-        shards = []
-        for source in QUESTION_STAGES:
-            if self.fingerprints.get(source):
-                shards.extend(self._shards_of(source, prefix=f"{source}-"))
-        counts = self._run_stage(stage, shards, "answers")
-        self.manifest["stages"]["answers"]["sources"] = [s for s in QUESTION_STAGES if self.fingerprints.get(s)]
+    def record(self, name: str, summary: dict) -> None:
+        summary = {k: v for k, v in summary.items() if v is not None}
+        for part, counts in summary.pop("parts", {}).items():
+            self.manifest["stages"][part] = {**counts, "complete": summary["complete"]}
+            console.print(summary_line(part, counts))
+        if name != "curate":
+            self.manifest["stages"][name] = {**summary, "fingerprint": self.fingerprints.get(name)}
+            console.print(summary_line(name, summary))
+        for key in ("dataset_rows", "dataset_by_level"):
+            if key in summary:
+                self.manifest[key] = summary[key]
         self.save_manifest()
-        return counts
 
-    def curate(self) -> dict:
-        """Dedup, decontaminate and write the dataset files."""
-        from .curate import curate_dataset
+    def save_manifest(self) -> None:
+        from . import __version__
 
-        result = curate_dataset(self.store, self.config)
-        for stage, counts in result["stages"].items():
-            self._record(stage, counts)
-        self.manifest["dataset_rows"] = result["dataset_rows"]
-        self.manifest["dataset_by_level"] = result["dataset_by_level"]
-        self.save_manifest()
-        return result
+        self.manifest.update({
+            "synthllm_version": __version__, "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "config": self.config.model_dump(mode="json"), "plan": self.planned,
+            "versions": versions(self.manifest["stages"]),
+            "model": (self.executor.describe_backend() or {}).get("model") or self.manifest.get(
+                "model", f"{self.config.llm.backend}:{self.config.llm.model}"),
+        })
+        backend = self.executor.describe_backend()
+        if backend:
+            self.manifest["backend"] = backend
+        self.manifest["reconciliation"] = reconcile(self.manifest, self.declared)
+        self.store.write_manifest(self.manifest)
 
-    def _model_key(self) -> str:
-        llm = self.config.llm
-        return f"{llm.backend}:{llm.model}"
+    # -- whole runs --------------------------------------------------------------------------
+    def run(self, until: str | None = None, levels=(1, 2, 3)) -> dict:
+        """Run every enabled step in order (up to and including ``until``); returns the manifest.
 
-    # -- whole runs ------------------------------------------------------------
-    def run(self, until: str | None = None, levels: Iterable[int] = (1, 2, 3)) -> dict:
-        """Run every enabled step in order (up to and including ``until``); returns the manifest."""
-        cfg = self.config
-        levels = set(levels)
-        plan: list[tuple[str, Callable[[], object]]] = [("documents", self.documents)]
-        if cfg.filter.enabled:
-            plan.append(("filter", self.filter))
-        if cfg.concepts.enabled:
-            plan.append(("concepts", self.concepts))
-        if cfg.level1.enabled and 1 in levels:
-            plan.append(("level1", self.level1))
-        if cfg.level2.enabled and 2 in levels:
-            plan.append(("level2", self.level2))
-        if cfg.level3.enabled and 3 in levels:
-            plan.append(("level3", lambda: (self.walks(self.graph()), self.level3())))
-        if cfg.answers.enabled:
-            plan.append(("answers", self.answers))
-            plan.append(("curate", self.curate))
-        names = [name for name, _ in plan]
-        if until is not None and until not in names:
-            raise ValueError(f"step {until!r} is not enabled in this config (enabled: {', '.join(names)})")
-        self._deadline = time.monotonic() + cfg.time_budget if cfg.time_budget else None
-        self.manifest["stages"] = {}  # every step records itself again, resumed or not
-        stop_reason = None
+        Raises
+        ------
+        RunFolderBusy : another process is running in this folder.
+        KeyboardInterrupt : after recording the partial dataset.
+        """
+        steps = plan(self.config, levels, until, self.declared)
+        self.planned = [step.name for step in steps]
+        self.store.lock()
+        self._deadline = time.monotonic() + self.config.time_budget if self.config.time_budget else None
+        finished: set[str] = set()
+        stop, error = None, None
         try:
-            for name, step in plan:
+            for step in steps:
                 if self._out_of_time():
-                    stop_reason = "time budget spent"
+                    stop = "time budget spent"
                     break
-                step()
-                if name == until:
+                if (self.execute(step, finished).get("this_run") or {}).get("stopped"):
+                    stop = "time budget spent"
                     break
-        except KeyboardInterrupt:
-            stop_reason = "interrupted"
-        if stop_reason is None:
+        except KeyboardInterrupt as exc:
+            stop, error = "interrupted", exc
+        except BackendUnavailable as exc:  # recorded as the reason of a partial run (the CLI exits 3)
+            stop = f"the model backend is unavailable: {exc}"
+        pending = {name: counts["this_run"]["pending"] for name, counts in self.manifest["stages"].items()
+                   if (counts.get("this_run") or {}).get("pending")}
+        if stop is None and not pending:
             self.manifest.pop("partial", None)
             self.save_manifest()
-            return self.manifest
-        self._finish_partial(stop_reason, names)
-        if stop_reason == "interrupted":
-            raise KeyboardInterrupt
+        else:
+            self._finish_partial(stop or f"{sum(pending.values())} records pending after transient failures", pending,
+                                 finished)
+        if error is not None:
+            raise error
         return self.manifest
 
     def _out_of_time(self) -> bool:
         return self._deadline is not None and time.monotonic() >= self._deadline
 
-    def _finish_partial(self, reason: str, names: list[str]) -> None:
+    def _finish_partial(self, reason: str, pending: dict, finished: set[str]) -> None:
         """After a stop: record what the shards hold and write the dataset from what is answered."""
-        self.manifest["partial"] = {"reason": reason}
-        for stage in ("concepts", *QUESTION_STAGES, "walks", "answers"):
-            if self.store.shards(stage):
-                self.manifest["stages"][stage] = {**self.store.stage_counts(stage),
-                                                  "fingerprint": self.fingerprints.get(stage)}
-        if "curate" in names:
-            self.curate()
-        else:
-            self.save_manifest()
+        self.manifest["partial"] = {"reason": reason, **({"pending": pending} if pending else {})}
+        for name in self.planned:
+            if self.steps[name].kind == "model" and name not in self.manifest["stages"] and self.store.shards(name):
+                self.manifest["stages"][name] = {**self.store.stage_counts(name), "complete": False}
+        if "curate" in self.planned and "curate" not in self._executed:
+            self._deadline = None  # curation of what is answered is quick and always done
+            self.execute(self.steps["curate"], finished)
+        self.save_manifest()
         console.print(f"[yellow]stopped ({reason}): wrote a partial dataset of {self.manifest.get('dataset_rows', 0)} "
                       "rows; run the same command again to continue[/]")
 
     def close(self) -> None:
         if self._texts is not None:
             self._texts.close()
-        if self._backend is not None:
-            self._backend.close()
-        self.cache.close()
-
-
-def group_walk_concepts(graph, walk) -> list[dict]:
-    """The walk's key concepts grouped under its topics, for the Level-3 prompt.
-
-    A concept goes under the walk topic it co-occurs with most often in the
-    corpus (the first walk topic on ties or when it co-occurs with none).
-    """
-    topic_ids = [graph.topic_index[topic] for topic in walk.topics]
-    groups = {topic: [] for topic in walk.topics}
-    for concept in walk.concepts:
-        node = graph.concept_index[concept]
-        counts = [graph.counts[topic, node] for topic in topic_ids]
-        best = max(range(len(counts)), key=lambda i: (counts[i], -i))
-        groups[walk.topics[best]].append(concept)
-    return [{"topic": topic, "concepts": concepts} for topic, concepts in groups.items() if concepts]
-
-
-def reconcile(manifest: dict) -> dict:
-    """Check that the manifest's counts add up; returns ``{"ok": bool, "problems": [...]}``.
-
-    Rules: every stage has in = ok + unsuitable + unparsable + failed;
-    concepts and level1 take every document; level2 takes every document
-    whose concepts parsed; level3 takes every walk; answers take every question
-    of the enabled levels; dedup takes every answered question; decontamination
-    takes what dedup kept; the dataset is what decontamination kept. In a
-    partial (stopped) run only the last three links are checked, since a
-    stage may have seen only part of what its upstream produced.
-    """
-    stages = manifest.get("stages", {})
-    problems = []
-    partial = "partial" in manifest  # a stopped run: stages downstream saw only part of their input
-
-    def get(stage: str, key: str) -> int | None:
-        return stages.get(stage, {}).get(key)
-
-    for name, counts in stages.items():
-        if name == "documents":
-            if counts.get("in") != counts.get("out", 0) + counts.get("skipped", 0):
-                problems.append(f"documents: read {counts.get('in')} != kept {counts.get('out')} + skipped "
-                                f"{counts.get('skipped')}")
-            continue
-        if name in ("filter", "dedup", "decontam"):
-            if counts.get("in") != counts.get("out", 0) + counts.get("removed", 0):
-                problems.append(f"{name}: in {counts.get('in')} != out {counts.get('out')} + removed "
-                                f"{counts.get('removed')}")
-            continue
-        parts = sum(counts.get(k, 0) for k in ("ok", "unsuitable", "unparsable", "failed"))
-        if counts.get("in") != parts:
-            problems.append(f"{name}: in {counts.get('in')} != ok + unsuitable + unparsable + failed ({parts})")
-    documents = "filter" if "filter" in stages else "documents"
-    flows = [("documents", "out", "filter", "in"),
-             (documents, "out", "concepts", "in"), (documents, "out", "level1", "in"),
-             ("concepts", "ok", "level2", "in"), ("walks", "out", "level3", "in"),
-             ("answers", "out", "dedup", "in"), ("dedup", "out", "decontam", "in")]
-    if partial:
-        flows = flows[-2:]
-    for src, src_key, dst, dst_key in flows:
-        if src in stages and dst in stages and get(src, src_key) != get(dst, dst_key):
-            problems.append(f"{src}.{src_key} ({get(src, src_key)}) != {dst}.{dst_key} ({get(dst, dst_key)})")
-    if "answers" in stages and not partial:
-        sources = stages["answers"].get("sources", [s for s in QUESTION_STAGES if s in stages])
-        questions = sum(get(s, "out") or 0 for s in sources)
-        if questions != get("answers", "in"):
-            problems.append(f"questions of {'+'.join(sources)} ({questions}) != answers.in ({get('answers', 'in')})")
-    if "decontam" in stages and "dataset_rows" in manifest and manifest["dataset_rows"] != get("decontam", "out"):
-        problems.append(f"decontam.out ({get('decontam', 'out')}) != dataset rows ({manifest['dataset_rows']})")
-    return {"ok": not problems, "problems": problems}
-
-
-def _versions() -> dict:
-    from .prompts import available_versions
-
-    versions = {"python": platform.python_version(), "synthllm": __version__,
-                "prompts": {name: f"v{available_versions(name)[-1]}"
-                            for name in ("concepts", "level1", "level2", "level3", "answer")}}
-    for package in ("torch", "transformers", "openai", "pyarrow"):
-        try:
-            from importlib.metadata import version
-
-            versions[package] = version(package)
-        except Exception:  # not installed: nothing to record
-            continue
-    return versions
+        self.executor.close()
+        self.store.unlock()

@@ -14,6 +14,9 @@ from typing import Any, TypedDict
 
 from typing_extensions import NotRequired
 
+#: a record as steps pass it around: a plain JSON object (its shape is one of the TypedDicts below)
+Record = dict[str, Any]
+
 
 class Document(TypedDict):
     """A corpus document (``stages/documents``, ``stages/filter``)."""

@@ -80,3 +80,12 @@ def test_build_from_a_run_folder_skips_shard_rejects(tmp_path):
     (stage / "part-00000.rejects.jsonl").write_text('{"id": "e", "kind": "unparsable"}\n')
     assert concept_record_files([tmp_path / "run"]) == [stage / "part-00000.jsonl"]
     assert concept_record_files([stage]) == [stage / "part-00000.jsonl"]
+
+
+def test_build_a_graph_without_any_node_pair(tmp_path):
+    """One topic without concepts: no edges at all (this crashed with an IndexError in the pair count)."""
+    write_records(tmp_path / "one.jsonl", [("a", [("lonely topic", [])])])
+    result = runner.invoke(app, ["build", str(tmp_path / "one.jsonl"), "--out", str(tmp_path / "g")])
+    assert result.exit_code == 0, result.output
+    graph = ConceptGraph.load(tmp_path / "g")
+    assert graph.n_topics == 1 and graph.n_concepts == 0 and sum(graph.edge_counts().values()) == 0

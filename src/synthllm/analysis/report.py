@@ -52,7 +52,7 @@ def open_run(run_dir: Path) -> RunStore:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise RunFolderError(f"{run_dir}: run folder not found")
-    return RunStore(run_dir)
+    return RunStore(run_dir, create=False)
 
 
 def read_manifest(store: RunStore) -> dict:

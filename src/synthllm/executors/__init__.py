@@ -1,45 +1,45 @@
 """Where per-shard work runs: in this process (``executor: local``) or on Ray (``executor: ray``).
 
-Model stages go through :func:`~synthllm.executors.local.run_model_stage` or
-:func:`~synthllm.executors.ray_executor.run_model_stage_ray`; the steps without
-a model (filter scoring, dedup signatures, decontamination look-ups) through
-:func:`map_items`. Either way the work on one shard is the same function.
+One interface, chosen once per run (:func:`make_executor`), with two verbs:
+
+- :meth:`Executor.map` runs a picklable per-item function (filter scoring,
+  dedup signatures, decontamination look-ups) and returns results in order;
+- :meth:`Executor.run_model_stage` runs a model stage over shards, committing
+  each shard once (:meth:`~synthllm.store.RunStore.commit_once`) and returning
+  the stage's summed counts.
+
+A backend reaches the work as a *factory* (a picklable zero-argument callable,
+by default :func:`~synthllm.llm.factory.make_backend` on the run's config):
+the local executor builds it once, the first time a shard needs a model, and
+Ray workers build their own. So a run that only replays committed shards
+loads no model, and nothing live is ever pickled.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Sequence, TypeVar
+import functools
 
 from ..config import Config
+from .base import BackendFactory, Executor
 
-T = TypeVar("T")
-R = TypeVar("R")
+__all__ = ["BackendFactory", "Executor", "make_executor"]
 
 
-def map_items(fn: Callable[[T], R], items: Sequence[T], config: Config,
-              on_result: Callable[[int, R], None] | None = None) -> list[R]:
-    """``[fn(item) for item in items]`` on the configured executor; results in input order.
+def make_executor(config: Config, backend_factory: BackendFactory | None = None, cache=None) -> Executor:
+    """The executor ``config.executor`` names.
 
     Parameters
     ----------
-    fn : picklable callable of one item (a top-level function, a
-        :func:`functools.partial` of one, or an instance of a top-level class).
-    items : small per-shard descriptors, e.g. a shard loader.
-    config : run configuration; ``executor: ray`` runs ``fn`` as a Ray Data
-        transformation (:func:`~synthllm.executors.ray_executor.ray_map`).
-    on_result : called with ``(index, result)`` as each item finishes (progress bars).
-
-    Returns
-    -------
-    The results, in the order of ``items``.
+    config : the run configuration.
+    backend_factory : builds the backend; default ``make_backend(config)``.
+    cache : a :class:`~synthllm.llm.cache.ResponseCache` to use locally
+        (default: one opened on ``config.cache_path``).
     """
     if config.executor == "ray":
-        from .ray_executor import ray_map
+        from .ray_executor import RayExecutor
 
-        return ray_map(fn, items, config, on_result=on_result)
-    results = []
-    for index, item in enumerate(items):
-        results.append(fn(item))
-        if on_result is not None:
-            on_result(index, results[-1])
-    return results
+        return RayExecutor(config, backend_factory)
+    from ..llm.factory import make_backend
+    from .local import LocalExecutor
+
+    return LocalExecutor(config, backend_factory or functools.partial(make_backend, config), cache)

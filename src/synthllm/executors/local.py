@@ -1,4 +1,4 @@
-"""Running a model stage over shards on this machine.
+"""Running a model stage over shards in this process.
 
 For each input shard not yet committed: build every request, take what the
 response cache already has, send the rest to the backend in batches of its
@@ -6,11 +6,21 @@ preferred size (storing each batch's replies in the cache as soon as they
 arrive, so Ctrl-C or a crash loses at most the batch in flight), parse, and
 commit the shard with its counts. A re-run skips committed shards and replays
 cached replies for the shard that was interrupted.
+
+A shard in which some request failed for a transient reason (429, 5xx,
+timeouts, connection errors after all retries) is *not* committed: its
+finished replies are cached, the records count as ``pending`` and the next
+run retries exactly those requests. Permanent failures (a prompt longer than
+the context window, a 400) are committed as ``failed`` with their reason.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
+import itertools
+from collections import deque
+from dataclasses import dataclass
 from typing import Callable, Iterable
 
 from ..llm.base import Backend, ChatRequest, ChatResponse
@@ -18,12 +28,14 @@ from ..llm.cache import ResponseCache
 from ..progress import StageProgress
 from ..stages.base import ModelStage, Unparsable, Unsuitable
 from ..store import RunStore, empty_counts
+from .base import BackendFactory, Executor
 
 ShardSource = Iterable[tuple[str, Callable[[], list[dict]], int]]
 """(shard name, loader of its records, number of records) triples."""
 
 
-def _requests_for(stage: ModelStage, record: dict) -> list[ChatRequest]:
+def stage_requests(stage: ModelStage, record: dict) -> list[ChatRequest]:
+    """The ``n_samples`` requests of one input record."""
     messages = stage.build(record)
     return [ChatRequest.from_messages(messages, stage.sampling, sample_index, stage.prefill)
             for sample_index in range(stage.n_samples)]
@@ -58,40 +70,14 @@ def answer_requests(requests: list[ChatRequest], backend: Backend, cache: Respon
     return [dataclasses.replace(found[key]) for key in keys]
 
 
-def process_shard(stage: ModelStage, records: list[dict], backend: Backend, cache: ResponseCache | None,
-                  extra_fields: dict | None = None, progress: StageProgress | None = None
-                  ) -> tuple[list[dict], list[dict], dict]:
-    """Run ``stage`` on one shard's records: (output records, rejects, counts).
+def parse_shard(stage: ModelStage, records: list[dict], replies: list[ChatResponse], counts: dict,
+                stamp: dict, progress: StageProgress | None = None) -> tuple[list[dict], list[dict]]:
+    """Parse one shard's replies (``n_samples`` per record, in order): (output records, rejects).
 
-    The unit of work of every executor: the local executor calls it in a loop,
-    the Ray executor in its workers. Output records get ``model`` and
-    ``prompt_version`` (plus ``extra_fields``). Rejected inputs get ``kind``
-    (unsuitable / unparsable / failed), ``reason`` and the raw replies.
+    Adds to ``counts``: ``in``, ``ok``, ``out``, ``unsuitable``, ``unparsable``,
+    ``failed`` (permanent failures) and ``pending`` (transient failures, not
+    rejected: the shard must not be committed while any are left).
     """
-    stamp = {"model": backend.model_name, stage.version_field: stage.prompt_version, **(extra_fields or {})}
-    # $ per 1M tokens, when the backend was given prices (cost accounting per stage)
-    prices = getattr(backend, "prices", None)
-    requests: list[ChatRequest] = []
-    for record in records:
-        requests.extend(_requests_for(stage, record))
-    counts = empty_counts()
-
-    def account(replies: list[ChatResponse]) -> None:
-        for reply in replies:
-            if reply.cached:
-                counts["cached"] += 1
-            else:
-                counts["model_calls"] += 1
-                counts["prompt_tokens"] += reply.prompt_tokens
-                counts["completion_tokens"] += reply.completion_tokens
-                if prices:
-                    counts["cost"] = counts.get("cost", 0.0) + (
-                        reply.prompt_tokens * prices.get("prompt", 0.0)
-                        + reply.completion_tokens * prices.get("completion", 0.0)) / 1e6
-        if progress:
-            progress.tokens(sum(r.completion_tokens for r in replies if not r.cached))
-
-    replies = answer_requests(requests, backend, cache, on_batch=account)
     outputs, rejects = [], []
     n = stage.n_samples
     for position, record in enumerate(records):
@@ -99,7 +85,9 @@ def process_shard(stage: ModelStage, records: list[dict], backend: Backend, cach
         counts["in"] += 1
         record_id = stage.record_id(record)
         failed = [r for r in mine if not r.ok]
-        if failed:
+        if any(r.retryable for r in failed):
+            counts["pending"] = counts.get("pending", 0) + 1
+        elif failed:
             counts["failed"] += 1
             rejects.append({"id": record_id, "kind": "failed", "reason": failed[0].error, "raw": None})
         else:
@@ -118,7 +106,145 @@ def process_shard(stage: ModelStage, records: list[dict], backend: Backend, cach
                 outputs.extend({**item, **stamp} for item in produced)
         if progress:
             progress.advance(1)
+    return outputs, rejects
+
+
+def account(counts: dict, replies: list[ChatResponse], prices: dict | None,
+            progress: StageProgress | None = None) -> None:
+    """Add model calls, cache hits, tokens and cost of ``replies`` to ``counts``."""
+    for reply in replies:
+        if reply.cached:
+            counts["cached"] += 1
+        else:
+            counts["model_calls"] += 1
+            counts["prompt_tokens"] += reply.prompt_tokens
+            counts["completion_tokens"] += reply.completion_tokens
+            if prices:
+                counts["cost"] = counts.get("cost", 0.0) + (
+                    reply.prompt_tokens * prices.get("prompt", 0.0)
+                    + reply.completion_tokens * prices.get("completion", 0.0)) / 1e6
+    if progress:
+        progress.tokens(sum(r.completion_tokens for r in replies if not r.cached))
+
+
+def process_shard(stage: ModelStage, records: list[dict], backend: Backend, cache: ResponseCache | None,
+                  extra_fields: dict | None = None, progress: StageProgress | None = None
+                  ) -> tuple[list[dict], list[dict], dict]:
+    """Run ``stage`` on one shard's records: (output records, rejects, counts).
+
+    The unit of work of every executor. Output records get ``model`` and
+    ``prompt_version`` (plus ``extra_fields``). Rejected inputs get ``kind``
+    (unsuitable / unparsable / failed), ``reason`` and the raw replies.
+    ``counts["pending"]`` > 0 means some requests failed for a transient
+    reason: the caller must not commit the shard.
+    """
+    stamp = {"model": backend.model_name, stage.version_field: stage.prompt_version, **(extra_fields or {})}
+    prices = getattr(backend, "prices", None)  # $ per 1M tokens, when the backend was given prices
+    requests = [request for record in records for request in stage_requests(stage, record)]
+    counts = {**empty_counts(), "pending": 0}
+    replies = answer_requests(requests, backend, cache,
+                              on_batch=lambda batch: account(counts, batch, prices, progress))
+    outputs, rejects = parse_shard(stage, records, replies, counts, stamp, progress)
     return outputs, rejects, counts
+
+
+def run_shard(stage: ModelStage, shard: str, load: Callable[[], list[dict]], store: RunStore, backend_of,
+              cache: ResponseCache | None, extra_fields: dict | None = None,
+              progress: StageProgress | None = None) -> tuple[dict, bool]:
+    """Skip if committed, process, commit: one shard of a model stage, for every executor.
+
+    ``backend_of`` is called only when the shard needs a model (a replay builds
+    none). Returns ``(counts, committed)``; a shard with pending records
+    (transient failures) is left uncommitted, to be retried by the next run.
+    """
+    if store.is_committed(stage.name, shard):
+        return store.shard_counts(stage.name, shard), True
+    outputs, rejects, counts = process_shard(stage, load(), backend_of(), cache, extra_fields, progress)
+    if counts.get("pending"):
+        return counts, False
+    counts = {k: v for k, v in counts.items() if k != "pending"}
+    store.commit_shard(stage.name, shard, outputs, rejects, counts)
+    return counts, True
+
+
+@dataclass
+class _ShardInFlight:
+    """A shard whose requests are out: what came back so far, and the futures still pending."""
+
+    name: str
+    size: int
+    records: list[dict]
+    keys: list[str]
+    replies: dict[str, ChatResponse]
+    futures: dict[concurrent.futures.Future, str]
+    counts: dict
+
+
+def run_pipelined(stage: ModelStage, todo, store: RunStore, backend, cache: ResponseCache | None,
+                  extra_fields: dict | None = None, progress: StageProgress | None = None):
+    """Model-stage shards over a backend that can ``submit`` (a server): yields ``(size, counts, committed)``.
+
+    The requests of the next shards go out while earlier shards still wait
+    for a slow request, up to ``2 * max_concurrency`` requests in flight, so
+    the backend's own limit stays full; shards are still parsed and committed
+    in order. Each reply is cached as it arrives, so an interrupted run repeats
+    only the requests that were in flight.
+
+    Measured (bench/bench_backend.py --pipeline, 2 s server latency, 128
+    requests in shards of 32, ``max_concurrency`` 128): see bench/RESULTS.md.
+    """
+    limit = 2 * max(1, getattr(backend, "max_concurrency", backend.preferred_batch_size))
+    stamp = {"model": backend.model_name, stage.version_field: stage.prompt_version, **(extra_fields or {})}
+    prices = getattr(backend, "prices", None)
+    window: deque[_ShardInFlight] = deque()
+    in_flight, exhausted = 0, False
+    try:
+        while True:
+            while not exhausted and in_flight < limit:  # admit the next shard
+                item = next(todo, None)
+                if item is None:
+                    exhausted = True
+                    break
+                shard, load, size = item
+                records = load()
+                requests = [request for record in records for request in stage_requests(stage, record)]
+                keys = [r.cache_key(backend.model_name) for r in requests]
+                found = cache.get_many(keys) if cache is not None else {}
+                counts = {**empty_counts(), "pending": 0}
+                account(counts, list({k: found[k] for k in keys if k in found}.values()), prices, progress)
+                missing = {k: r for k, r in zip(keys, requests) if k not in found}
+                futures = dict(zip(backend.submit(list(missing.values())), missing))
+                window.append(_ShardInFlight(shard, size, records, keys, found, futures, counts))
+                in_flight += len(futures)
+            if not window:
+                return
+            pending = [future for entry in window for future in entry.futures]
+            if pending:
+                concurrent.futures.wait(pending, return_when=concurrent.futures.FIRST_COMPLETED)
+            for entry in window:  # collect and cache what came back, in any shard
+                arrived = [(future, entry.futures[future]) for future in entry.futures if future.done()]
+                for future, _key in arrived:
+                    del entry.futures[future]
+                replies = [(key, future.result()) for future, key in arrived]  # raises BackendUnavailable
+                in_flight -= len(arrived)
+                entry.replies.update(replies)
+                if replies:
+                    if cache is not None:
+                        cache.put_many((key, backend.model_name, reply) for key, reply in replies)
+                    account(entry.counts, [reply for _, reply in replies], prices, progress)
+            while window and not window[0].futures:  # commit finished shards in order
+                entry = window.popleft()
+                replies = [dataclasses.replace(entry.replies[key]) for key in entry.keys]
+                outputs, rejects = parse_shard(stage, entry.records, replies, entry.counts, stamp, progress)
+                counts = entry.counts
+                if not counts["pending"]:
+                    counts = {k: v for k, v in counts.items() if k != "pending"}
+                    store.commit_shard(stage.name, entry.name, outputs, rejects, counts)
+                yield entry.size, counts, not entry.counts["pending"]
+    finally:  # a stop, an open breaker or Ctrl-C: nothing may keep sending
+        for entry in window:
+            for future in entry.futures:
+                future.cancel()
 
 
 def pending_shards(stage_name: str, shards: ShardSource, store: RunStore, this_run: dict,
@@ -141,22 +267,66 @@ def pending_shards(stage_name: str, shards: ShardSource, store: RunStore, this_r
         yield shard, load, size
 
 
-def run_model_stage(stage: ModelStage, shards: ShardSource, store: RunStore, backend: Backend | None,
-                    cache: ResponseCache | None, progress: StageProgress | None = None,
-                    extra_fields: dict | None = None, should_stop: Callable[[], bool] | None = None) -> dict:
-    """Run ``stage`` over every shard in ``shards``, committing each; returns the stage's summed counts.
+def new_this_run() -> dict:
+    return {"model_calls": 0, "cached": 0, "resumed_records": 0, "pending": 0, "stopped": False}
 
-    The counts are summed over all committed shards (including shards of
-    earlier, interrupted runs); ``this_run`` says what this call did: model
-    calls, cache hits, and input records skipped because already committed.
-    ``should_stop`` is asked before each new shard; when it says yes the stage
-    returns early with ``this_run["stopped"]`` set (committed work stays).
-    ``backend`` may be ``None`` when every shard is committed already.
-    """
-    this_run = {"model_calls": 0, "cached": 0, "resumed_records": 0, "stopped": False}
-    for shard, load, _size in pending_shards(stage.name, shards, store, this_run, progress, should_stop):
-        outputs, rejects, counts = process_shard(stage, load(), backend, cache, extra_fields, progress)
-        store.commit_shard(stage.name, shard, outputs, rejects, counts)
-        this_run["model_calls"] += counts["model_calls"]
-        this_run["cached"] += counts["cached"]
-    return {**store.stage_counts(stage.name), "this_run": this_run}
+
+class LocalExecutor(Executor):
+    """Runs everything in this process; builds the backend once, when a shard first needs it."""
+
+    def __init__(self, config, backend_factory: BackendFactory, cache: ResponseCache | None = None):
+        super().__init__(config, backend_factory, config.cache_path)
+        # opened now: a bad cache_path (a folder, a full disk) stops the run before any work
+        self.cache = cache if cache is not None else ResponseCache(self.cache_path)
+        self._backend: Backend | None = None
+
+    @property
+    def backend(self) -> Backend:
+        if self._backend is None:
+            from ..progress import console
+
+            with console.status(f"loading model {self.config.llm.model} ..."):
+                self._backend = self.backend_factory()
+        return self._backend
+
+    def map(self, fn, items, on_result=None, should_stop=None):
+        results = [None] * len(items)
+        for index, item in enumerate(items):
+            if should_stop is not None and should_stop():
+                break
+            results[index] = fn(item)
+            if on_result is not None:
+                on_result(index, results[index])
+        return results
+
+    def run_model_stage(self, stage, shards, store, progress=None, extra_fields=None, should_stop=None) -> dict:
+        this_run = new_this_run()
+        todo = pending_shards(stage.name, shards, store, this_run, progress, should_stop)
+        first = next(todo, None)
+        if first is not None:
+            todo = itertools.chain([first], todo)
+            if callable(getattr(self.backend, "submit", None)):
+                results = run_pipelined(stage, todo, store, self.backend, self.cache, extra_fields, progress)
+            else:
+                results = ((size, *run_shard(stage, shard, load, store, lambda: self.backend, self.cache,
+                                              extra_fields, progress)) for shard, load, size in todo)
+            for size, counts, committed in results:
+                this_run["model_calls"] += counts["model_calls"]
+                this_run["cached"] += counts["cached"]
+                if not committed:
+                    this_run["pending"] += size
+        return {**store.stage_counts(stage.name), "this_run": this_run}
+
+    def describe_backend(self) -> dict | None:
+        if self._backend is None:
+            return None
+        describe = getattr(self._backend, "describe", None)
+        return describe() if callable(describe) else {"model": self._backend.model_name}
+
+    def close(self) -> None:
+        if self._backend is not None:
+            self._backend.close()
+            self._backend = None
+        if self.cache is not None:
+            self.cache.close()
+            self.cache = None

@@ -49,25 +49,21 @@ Errors
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 import traceback
 from pathlib import Path
-from typing import Callable, Iterator, Sequence, TypeVar
+from typing import Callable, Sequence, TypeVar
 
 from ..config import Config
 from ..errors import MissingDependency
 from ..llm.base import Backend
 from ..llm.cache import ResponseCache, default_cache_path
-from ..progress import StageProgress
 from ..stages.base import ModelStage
 from ..store import RunStore
-from .local import ShardSource, pending_shards, process_shard
+from .base import BackendFactory, Executor
+from .local import new_this_run, pending_shards, run_shard
 from .ray_budget import cluster_backend_factory
-
-BackendFactory = Callable[[], Backend]
-"""A picklable zero-argument callable that builds a backend inside a Ray worker."""
 
 INSTALL_HINT = "executor 'ray' needs Ray: pip install 'synthllm[ray]'  (or: pip install 'ray[data]')"
 
@@ -219,30 +215,6 @@ def ray_map(fn: Callable[[T], R], items: Sequence[T], config: Config, num_cpus: 
     return results
 
 
-_registered_factory: BackendFactory | None = None
-
-
-@contextlib.contextmanager
-def use_backend_factory(factory: BackendFactory) -> Iterator[None]:
-    """Make Ray workers build their backends with ``factory`` inside this block.
-
-    The hook for tests and dry runs that drive a :class:`~synthllm.Pipeline`
-    with ``executor: ray``: the pipeline passes no backend to Ray workers, so
-    they would otherwise build the one ``config.llm`` names.
-
-    Parameters
-    ----------
-    factory : picklable zero-argument callable returning a backend, e.g.
-        ``functools.partial(ScriptedBackend, respond)`` with a top-level ``respond``.
-    """
-    global _registered_factory
-    previous, _registered_factory = _registered_factory, factory
-    try:
-        yield
-    finally:
-        _registered_factory = previous
-
-
 class _WorkerState:
     """This process's backend and response caches, kept from shard to shard and stage to stage."""
 
@@ -279,10 +251,11 @@ def _worker_cache(path: str) -> ResponseCache:
 
 
 class StageOnShard:
-    """A model stage's work on one shard, as a Ray worker does it: load, ``process_shard``, commit.
+    """A model stage's work on one shard, as a Ray worker does it: :func:`~synthllm.executors.local.run_shard`.
 
     Picklable; the backend comes from :func:`worker_backend`, so a worker
-    process builds it once.
+    process builds it once (and not at all for a shard committed already,
+    e.g. by a first attempt whose worker died after the commit).
 
     Parameters
     ----------
@@ -301,75 +274,58 @@ class StageOnShard:
         self.backend_factory, self.extra_fields = backend_factory, extra_fields
         self.backend_key = hashlib.sha256(cloudpickle.dumps(backend_factory)).hexdigest()
 
-    def __call__(self, job: tuple[str, Callable[[], list[dict]]]) -> dict:
-        """Process one ``(shard, load)`` and commit it; returns its counts.
-
-        A retry of a shard whose first attempt committed before the worker
-        died does not redo it: it returns the committed counts.
-        """
+    def __call__(self, job: tuple[str, Callable[[], list[dict]]]) -> tuple[dict, bool]:
+        """Process one ``(shard, load)`` and commit it; returns ``(counts, committed)``."""
         shard, load = job
-        store = RunStore(self.run_root)
-        if store.is_committed(self.stage.name, shard):
-            return store.shard_counts(self.stage.name, shard)
-        backend = worker_backend(self.backend_key, self.backend_factory)
-        outputs, rejects, counts = process_shard(self.stage, load(), backend, _worker_cache(self.cache_path),
-                                                 self.extra_fields)
-        store.commit_shard(self.stage.name, shard, outputs, rejects, counts)
-        return counts
+        return run_shard(self.stage, shard, load, RunStore(self.run_root),
+                         lambda: worker_backend(self.backend_key, self.backend_factory),
+                         _worker_cache(self.cache_path), self.extra_fields)
 
 
-def run_model_stage_ray(stage: ModelStage, shards: ShardSource, store: RunStore, config: Config,
-                        progress: StageProgress | None = None, extra_fields: dict | None = None,
-                        should_stop: Callable[[], bool] | None = None,
-                        backend_factory: BackendFactory | None = None) -> dict:
-    """Run ``stage`` over every shard on Ray workers, committing each; returns the stage's summed counts.
-
-    Same contract and result as :func:`~synthllm.executors.local.run_model_stage`:
-    ``{**store.stage_counts(stage.name), "this_run": {model_calls, cached, resumed_records, stopped}}``.
-    One difference: when ``should_stop`` says yes, the shards in flight are
-    abandoned rather than finished (their replies stay cached for the next run).
+class RayExecutor(Executor):
+    """Per-shard work as Ray Data transformations (see the module docstring).
 
     Parameters
     ----------
-    stage : the model stage (pickled to the workers).
-    shards : ``(name, load, size)`` triples; ``load`` is pickled and runs in
-        the worker, so it must read from the run folder (or another path
-        every node sees), not from driver memory.
-    store : the run folder; workers commit into ``store.root``, which on a
-        multi-node cluster must be on a filesystem every node mounts at the same path.
     config : run configuration (``ray`` section, ``llm``, ``cache_path``).
-    progress : advanced as shards finish.
-    extra_fields : stamped on every output record (e.g. the seed).
-    should_stop : asked before the stage and after each shard.
-    backend_factory : builds each worker's backend; default: the one
-        registered with :func:`use_backend_factory`, else
+    backend_factory : builds each worker's backend; default
         :func:`~synthllm.executors.ray_budget.cluster_backend_factory` (the
         backend ``config.llm`` names; OpenAI backends share one cluster-wide budget).
-
-    Raises
-    ------
-    RayNotInstalled : when ``ray[data]`` cannot be imported.
     """
-    _import_ray()
-    connect(config)
-    this_run = {"model_calls": 0, "cached": 0, "resumed_records": 0, "stopped": False}
-    jobs, sizes = [], []
-    for shard, load, size in pending_shards(stage.name, shards, store, this_run, progress, should_stop):
-        jobs.append((shard, load))
-        sizes.append(size)
-    if jobs:
-        factory = backend_factory or _registered_factory or cluster_backend_factory(config)
-        cache_path = str(Path(config.cache_path) if config.cache_path else default_cache_path())
-        work = StageOnShard(stage, str(store.root), cache_path, factory, extra_fields)
 
-        def finished(index: int, counts: dict) -> None:
-            this_run["model_calls"] += counts["model_calls"]
-            this_run["cached"] += counts["cached"]
-            if progress:
-                progress.advance(sizes[index])
-                progress.tokens(counts["completion_tokens"])
+    def __init__(self, config: Config, backend_factory: BackendFactory | None = None):
+        super().__init__(config, backend_factory, config.cache_path)
+        _import_ray()
+        ResponseCache(self.cache_path).close()  # a bad cache_path fails here, in one line, not in every worker
 
-        done = ray_map(work, jobs, config, num_gpus=config.ray.num_gpus_per_worker, on_result=finished,
-                       should_stop=should_stop)
-        this_run["stopped"] = this_run["stopped"] or any(counts is None for counts in done)
-    return {**store.stage_counts(stage.name), "this_run": this_run}
+    def map(self, fn, items, on_result=None, should_stop=None):
+        return ray_map(fn, items, self.config, on_result=on_result, should_stop=should_stop)
+
+    def run_model_stage(self, stage, shards, store, progress=None, extra_fields=None, should_stop=None) -> dict:
+        """Same contract as the local executor's; when ``should_stop`` says yes, shards in flight are
+        abandoned rather than finished (their replies stay cached for the next run)."""
+        connect(self.config)
+        this_run = new_this_run()
+        jobs, sizes = [], []
+        for shard, load, size in pending_shards(stage.name, shards, store, this_run, progress, should_stop):
+            jobs.append((shard, load))
+            sizes.append(size)
+        if jobs:
+            factory = self.backend_factory or cluster_backend_factory(self.config)
+            cache_path = str(Path(self.cache_path) if self.cache_path else default_cache_path())
+            work = StageOnShard(stage, str(store.root), cache_path, factory, extra_fields)
+
+            def finished(index: int, result: tuple[dict, bool]) -> None:
+                counts, committed = result
+                this_run["model_calls"] += counts["model_calls"]
+                this_run["cached"] += counts["cached"]
+                if not committed:
+                    this_run["pending"] += sizes[index]
+                if progress:
+                    progress.advance(sizes[index])
+                    progress.tokens(counts["completion_tokens"])
+
+            done = ray_map(work, jobs, self.config, num_gpus=self.config.ray.num_gpus_per_worker,
+                           on_result=finished, should_stop=should_stop)
+            this_run["stopped"] = this_run["stopped"] or any(result is None for result in done)
+        return {**store.stage_counts(stage.name), "this_run": this_run}

@@ -12,7 +12,6 @@ followed by a reduce.
 
 from __future__ import annotations
 
-import json
 import operator
 from array import array
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -63,6 +62,10 @@ def topics_from_record(record: Mapping[str, Any]) -> tuple[str, list[tuple[str, 
     doc_id = next((record[field] for field in _DOC_ID_FIELDS if record.get(field) not in (None, "")), None)
     if doc_id is None:
         raise ConceptRecordError(f"no document id (expected one of {', '.join(_DOC_ID_FIELDS)})")
+    if isinstance(doc_id, bool) or not isinstance(doc_id, (str, int)):
+        from ..io import json_type
+
+        raise ConceptRecordError(f"document id is {json_type(doc_id)}, not a string or an integer")
     raw_topics = record.get("topics")
     if raw_topics is None:
         raise ConceptRecordError("no 'topics' field")
@@ -135,19 +138,17 @@ def read_concept_records(path: str | Path) -> Iterator[tuple[str, list[tuple[str
     Raises
     ------
     ConceptRecordError
-        With ``file:line: reason`` when a line is not valid JSON or not a concept record.
+        With ``file:line: reason`` when a line is not a concept record.
+    synthllm.io.JsonlError
+        With ``file:line: reason`` when a line is not UTF-8, not JSON or not an object.
     """
-    with open(path, encoding="utf-8") as handle:
-        for line_number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-                if not isinstance(record, Mapping):
-                    raise ConceptRecordError("a record must be a JSON object")
-                yield topics_from_record(record)
-            except (json.JSONDecodeError, ConceptRecordError) as error:
-                raise ConceptRecordError(f"{path}:{line_number}: {error}") from None
+    from ..io import iter_numbered_jsonl
+
+    for line_number, record in iter_numbered_jsonl(path):
+        try:
+            yield topics_from_record(record)
+        except ConceptRecordError as error:
+            raise ConceptRecordError(f"{path}:{line_number}: {error}") from None
 
 
 class ConceptGraphBuilder:
@@ -447,6 +448,8 @@ def _cooccurrence(incidence: sparse.csr_matrix) -> sparse.csr_matrix:
         first, second = np.triu_indices(size, 1)
         keys.append((nodes[:, first] * n_nodes + nodes[:, second]).ravel())  # first < second: rows are sorted
     pair_keys = np.concatenate(keys)
+    if pair_keys.size == 0:  # no document holds two nodes (or no documents): no edges
+        return sparse.csr_matrix((n_nodes, n_nodes), dtype=np.int32)
     pair_keys.sort()
     run_starts = np.flatnonzero(np.concatenate(([True], pair_keys[1:] != pair_keys[:-1])))
     unique_keys = pair_keys[run_starts]

@@ -1,26 +1,29 @@
-"""``synthllm graph build|stats|walk``: build a concept graph, summarise it, sample walks."""
+"""``synthllm graph build|stats|walk``: build a concept graph, summarise it, sample walks.
+
+Bad input (a missing, empty, binary or malformed file, a folder that is not a
+graph, an output path that cannot be written) prints one ``error: ...`` line
+naming the file and exits 2, through :mod:`synthllm.cliutil`.
+"""
 
 from __future__ import annotations
 
 import json
 import sys
+import zipfile
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from .builder import ConceptGraphBuilder, ConceptRecordError, concept_record_files, read_concept_records
+from ..cliutil import fail, handle_errors
+from ..errors import InputError
+from .builder import ConceptGraphBuilder, concept_record_files, read_concept_records
 from .graph import ConceptGraph
 from .walks import sample_walk_arrays
 
 app = typer.Typer(help="Concept graph: build it from concept records, inspect it, sample walks.",
                   no_args_is_help=True, add_completion=False)
-
-
-def _fail(message: str) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(2)
 
 
 def _builder_for_file(path: Path) -> ConceptGraphBuilder:
@@ -32,14 +35,17 @@ def _builder_for_file(path: Path) -> ConceptGraphBuilder:
 
 
 def _load_graph(folder: Path) -> ConceptGraph:
+    """The graph saved in ``folder``, or a one-line error naming it."""
     try:
         return ConceptGraph.load(folder)
-    except (FileNotFoundError, ValueError) as error:
-        _fail(str(error))
-        raise  # unreachable: _fail exits
+    except FileNotFoundError as error:  # ConceptGraph.load's own message names the folder
+        raise InputError(str(error)) from None
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:
+        raise InputError.at(folder, f"not a readable graph folder ({error})") from None
 
 
 @app.command()
+@handle_errors
 def build(
     inputs: Annotated[list[Path], typer.Argument(help="Concept-record JSONL files or run folders "
                                                       "(a folder means its stages/concepts/part-*.jsonl).")],
@@ -53,28 +59,35 @@ def build(
     try:
         files = concept_record_files(inputs)
     except FileNotFoundError as error:
-        _fail(str(error))
+        fail(str(error))
     if synonym_threshold is not None and not 0.0 < synonym_threshold <= 1.0:
         raise typer.BadParameter("must be in (0, 1]", param_hint="--synonym-threshold")
+    if workers > 1 and len(files) > 1:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            shards = list(pool.map(_builder_for_file, files))
+    else:
+        shards = [_builder_for_file(path) for path in files]
+    builder = shards[0]
+    for shard in shards[1:]:
+        builder.merge(shard)
+    if builder.n_documents == 0:
+        where = files[0] if len(files) == 1 else f"{len(files)} files ({files[0]}, ...)"
+        fail(f"{where}: no concept records (empty input)")
     try:
-        if workers > 1 and len(files) > 1:
-            with ProcessPoolExecutor(max_workers=workers) as pool:
-                shards = list(pool.map(_builder_for_file, files))
-        else:
-            shards = [_builder_for_file(path) for path in files]
-        builder = shards[0]
-        for shard in shards[1:]:
-            builder.merge(shard)
         graph = builder.build(epsilon=epsilon, synonym_threshold=synonym_threshold)
-    except (ConceptRecordError, ValueError) as error:
-        _fail(str(error))
-    graph.save(out)
+    except ValueError as error:  # a document id added twice (across files)
+        fail(str(error))
+    try:
+        graph.save(out)
+    except OSError as error:
+        fail(f"{out}: cannot write the graph ({error.strerror or error})")
     edges = graph.edge_counts()
     typer.echo(f"wrote {out}: {graph.n_documents} documents, {graph.n_topics} topics, "
                f"{graph.n_concepts} concepts, {sum(edges.values())} edges")
 
 
 @app.command()
+@handle_errors
 def stats(
     graph_folder: Annotated[Path, typer.Argument(help="A folder written by 'graph build'.")],
     top: Annotated[int, typer.Option(help="How many top topics and concepts to list.")] = 10,
@@ -102,6 +115,7 @@ def stats(
 
 
 @app.command()
+@handle_errors
 def walk(
     graph_folder: Annotated[Path, typer.Argument(help="A folder written by 'graph build'.")],
     seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same walks.")] = 0,
@@ -121,9 +135,12 @@ def walk(
     if out is None:
         sys.stdout.writelines(lines)
     else:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with open(out, "w", encoding="utf-8") as handle:
-            handle.writelines(lines)
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            with open(out, "w", encoding="utf-8") as handle:
+                handle.writelines(lines)
+        except OSError as error:
+            fail(f"{out}: cannot write the walks ({error.strerror or error})")
         typer.echo(f"wrote {len(arrays)} walks to {out}", err=True)
     if coverage:
         report = graph.coverage(arrays)

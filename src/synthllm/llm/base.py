@@ -87,6 +87,7 @@ class ChatResponse:
     ``text`` is None when the request failed; ``error`` then says why (never
     containing credentials). ``finish_reason`` is ``"stop"``, ``"length"`` or
     ``"error"``. ``cached`` is set by the cache layer, not by backends.
+    ``retryable`` marks a failure worth trying again on a later run.
     """
 
     text: str | None
@@ -95,6 +96,9 @@ class ChatResponse:
     finish_reason: str = "stop"
     error: str | None = None
     cached: bool = False
+    #: a failure that may go away (429, 5xx, timeout, connection): the record stays pending and a
+    #: later run retries it; ``False`` for a permanent one (prompt too long, content filter, 400)
+    retryable: bool = False
 
     @property
     def ok(self) -> bool:

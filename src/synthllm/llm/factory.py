@@ -30,4 +30,5 @@ def make_backend(config: "Config", shared_budget=None) -> Backend:
     return OpenAIBackend(model=llm.model, base_url=llm.base_url, api_key_env=llm.api_key_env,
                          max_concurrency=llm.max_concurrency, rpm=llm.rpm, tpm=llm.tpm, timeout=llm.timeout,
                          max_retries=llm.max_retries, context_window=llm.context_window, prices=llm.prices,
+                         breaker_failures=llm.breaker_failures, breaker_seconds=llm.breaker_seconds,
                          shared_budget=shared_budget)

@@ -104,6 +104,10 @@ class FaultProxy:
     default : the fault for requests the schedule does not name.
     host, port : where to listen; port 0 picks a free port.
     canned_text : the reply text of the canned completion.
+    responder : without an upstream, a function from the request's chat messages to the reply text
+        (e.g. the test suite's scripted model), so the proxy is a whole scripted OpenAI-compatible server.
+    latency : seconds each passed request waits before its answer (a slow server), or a function
+        from the request number to those seconds (stragglers).
 
     Use ``start()``/``stop()`` (or a ``with`` block) to run it in a background
     thread; ``url`` is then the base URL to give an OpenAI client, and
@@ -111,8 +115,14 @@ class FaultProxy:
     """
 
     def __init__(self, upstream: str | None = None, schedule: Schedule | None = None, default: str = "pass",
-                 host: str = "127.0.0.1", port: int = 0, canned_text: str = "OK"):
+                 host: str = "127.0.0.1", port: int = 0, canned_text: str = "OK",
+                 responder: Callable[[list[dict]], str] | None = None,
+                 latency: float | Callable[[int], float] = 0.0):
         self.upstream = upstream.rstrip("/") if upstream else None
+        self.responder = responder
+        self.latency = latency
+        self.in_flight = 0  # passed requests being answered now
+        self.max_in_flight = 0
         self.host = host
         self.port = port
         self.canned_text = canned_text
@@ -259,20 +269,32 @@ class FaultProxy:
         return True
 
     async def _pass(self, method: str, path: str, headers: dict, body: bytes) -> tuple[int, str, bytes]:
-        """Forward to the upstream, or build the canned completion."""
+        """Forward to the upstream, or build the canned (or scripted) completion, after ``latency``."""
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            delay = self.latency(self._count) if callable(self.latency) else self.latency
+            if delay:
+                await asyncio.sleep(delay)
+            return await self._forward(method, path, headers, body)
+        finally:
+            self.in_flight -= 1
+
+    async def _forward(self, method: str, path: str, headers: dict, body: bytes) -> tuple[int, str, bytes]:
         if self._client is not None:
             forward = {k: v for k, v in headers.items() if k in ("content-type", "authorization", "accept")}
             response = await self._client.request(method, path, content=body, headers=forward)
             return response.status_code, response.headers.get("content-type", "application/json"), response.content
         request = json.loads(body) if body else {}
         prompt_chars = sum(len(str(m.get("content", ""))) for m in request.get("messages", []))
+        text = self.responder(request.get("messages", [])) if self.responder else self.canned_text
         completion = {
             "id": f"cmpl-{self._count}", "object": "chat.completion", "created": int(time.time()),
             "model": request.get("model", "canned"),
             "choices": [{"index": 0, "finish_reason": "stop",
-                         "message": {"role": "assistant", "content": self.canned_text}}],
-            "usage": {"prompt_tokens": prompt_chars // 4 + 1, "completion_tokens": 1,
-                      "total_tokens": prompt_chars // 4 + 2},
+                         "message": {"role": "assistant", "content": text}}],
+            "usage": {"prompt_tokens": prompt_chars // 4 + 1, "completion_tokens": len(text.split()),
+                      "total_tokens": prompt_chars // 4 + 1 + len(text.split())},
         }
         return 200, "application/json", json.dumps(completion).encode()
 
@@ -301,7 +323,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--fault", action="append", default=[], metavar="N=FAULT",
                         help="fault for request number N, e.g. 3=429:2 (repeatable)")
     parser.add_argument("--default", default="pass", help="fault for all other requests (default: pass)")
+    parser.add_argument("--responder", metavar="MODULE:FUNCTION",
+                        help="without --upstream: reply with FUNCTION(messages) instead of a canned text")
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds before each passed request is answered")
     args = parser.parse_args(argv)
+    responder = None
+    if args.responder:
+        import importlib
+
+        module, _, function = args.responder.partition(":")
+        responder = getattr(importlib.import_module(module), function)
     schedule = {}
     for item in args.fault:
         number, sep, spec = item.partition("=")
@@ -309,7 +340,8 @@ def main(argv: list[str] | None = None) -> None:
             parser.error(f"--fault {item!r}: expected N=FAULT, e.g. 3=429:2")
         schedule[int(number)] = spec
     try:
-        proxy = FaultProxy(args.upstream, schedule, args.default, args.host, args.port)
+        proxy = FaultProxy(args.upstream, schedule, args.default, args.host, args.port, responder=responder,
+                           latency=args.latency)
     except ValueError as exc:
         parser.error(str(exc))
 

@@ -34,11 +34,21 @@ What happens to each request:
    replaces the computed wait (plus up to 10 % jitter, also capped). Other
    4xx answers fail at once. After the last retry the request gets a failed
    response with the reason.
-5. *Circuit breaker.* When, within one ``generate`` call, ``breaker_failures``
-   consecutive attempts failed with retryable errors and nothing has
-   succeeded for ``breaker_seconds``, the call cancels its requests and
-   raises :class:`BackendUnavailable`. A 401/403/404 answer (bad key, no such
-   model or endpoint) raises it at once: every other request would fail too.
+5. *Circuit breaker.* When ``breaker_failures`` consecutive attempts failed
+   with retryable errors and the streak of failures has lasted
+   ``breaker_seconds`` (with no success in between), counted across calls and
+   shards for the backend's whole life (one run), the breaker opens: requests
+   in flight are cancelled, no new one is sent, and every call raises
+   :class:`BackendUnavailable`; the run stops with its work kept and exits
+   with status 3, and the same command resumes once the server is back. A
+   401/403/404 answer (bad key, no such model or endpoint) opens it at once:
+   every other request would fail too. (Before, the window restarted with every
+   call, one per shard, so a dead server was never detected when a shard's
+   retries ended sooner: the run "succeeded" with every record failed.)
+6. *Failure kinds.* A request that still fails after its retries for a
+   retryable reason comes back with ``retryable=True``: the executor leaves
+   its shard uncommitted and the next run tries again. A prompt over the
+   context window, a 400 or a content filter is final (``retryable=False``).
 
 The API key is read from the environment variable ``api_key_env``; it is
 scrubbed from every error text and log line and never stored on the backend
@@ -49,6 +59,7 @@ of tokens, requests, retries and (with ``prices``) cost.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import email.utils
 import logging
 import math
@@ -60,6 +71,7 @@ import time
 from collections import deque
 from typing import Callable, Hashable, Protocol, Sequence
 
+from ..errors import InputError
 from .base import ChatRequest, ChatResponse, cut_at_stop
 
 logger = logging.getLogger("synthllm.llm.openai")
@@ -150,7 +162,14 @@ class _TokenBucket:
 
 
 class _AdaptiveLimit:
-    """A concurrency gate whose limit follows AIMD (cut in half on overload, +1/limit per success)."""
+    """A concurrency gate: halved on overload, doubled after each full round of successes.
+
+    A 429/503 burst halves the limit (once per round of requests). Once the
+    burst is over, every ``limit`` successes in a row with no overload double
+    it again (up to ``max_concurrency``), so it recovers in a few round trips
+    instead of creeping back by ``1/limit`` per success (AIMD): with 30 % 429s
+    the old gate sat at 1 and a 7.6 s run took 79 s (issue #13).
+    """
 
     def __init__(self, ceiling: int):
         self.ceiling = ceiling
@@ -158,6 +177,7 @@ class _AdaptiveLimit:
         self.in_flight = 0
         self._waiters: deque[asyncio.Future] = deque()
         self._last_cut = -math.inf
+        self._streak = 0  # successes since the last overload
 
     async def acquire(self) -> None:
         if self.in_flight < int(self.limit) and not self._waiters:
@@ -186,13 +206,18 @@ class _AdaptiveLimit:
                 future.set_result(None)
 
     def on_success(self) -> None:
+        self._streak += 1
         if self.limit < self.ceiling:
-            self.limit = min(self.ceiling, self.limit + 1.0 / self.limit)
+            if self._streak >= self.limit:  # a whole round went through: the burst is over
+                self.limit, self._streak = min(self.ceiling, self.limit * 2), 0
+            else:
+                self.limit = min(self.ceiling, self.limit + 1.0 / self.limit)
             self._wake()
 
     def on_overload(self, attempt_started: float) -> None:
-        # Requests sent before the last cut report the old overload: cut once per round.
+        # Requests sent before the last cut report the old overload: cut (and restart the streak) once per round.
         if attempt_started > self._last_cut:
+            self._streak = 0
             self.limit = max(1.0, self.limit / 2)
             self._last_cut = time.monotonic()
             logger.info("server overloaded: concurrency limit cut to %d", int(self.limit))
@@ -309,7 +334,8 @@ class OpenAIBackend:
         api_key = os.environ.get(api_key_env)
         if not api_key:
             if base_url is None:
-                raise ValueError(f"OpenAI's API needs a key: set the environment variable {api_key_env}")
+                raise InputError(f"llm.api_key_env: OpenAI's API needs a key: set the environment variable "
+                                 f"{api_key_env}")
             api_key = "EMPTY"  # vLLM, llama.cpp, Ollama... accept any key unless configured otherwise
         self.model_name = model
         self.base_url = base_url
@@ -351,7 +377,7 @@ class OpenAIBackend:
         self._request_bucket = _TokenBucket(self.rpm) if self.rpm else None
         self._token_bucket = _TokenBucket(self.tpm) if self.tpm else None
         self._consecutive_failures = 0
-        self._last_success = time.monotonic()
+        self._failing_since: float | None = None  # start of the current streak of retryable failures
         self._halted = None
 
     def __repr__(self) -> str:
@@ -392,10 +418,18 @@ class OpenAIBackend:
         with self._call_lock:  # one batch at a time: the breaker state belongs to the call
             return self._loop_thread.run(self._generate_all(list(requests)))
 
+    def submit(self, requests: Sequence[ChatRequest]) -> list[concurrent.futures.Future]:
+        """Start answering ``requests`` and return at once: one future per request.
+
+        What lets an executor keep ``max_concurrency`` requests in flight across
+        shards (the next shard's requests flow while a slow one of an earlier
+        shard is pending). A future raises :class:`BackendUnavailable` once the
+        breaker is open; cancelling it cancels its request.
+        """
+        loop = self._loop_thread.loop
+        return [asyncio.run_coroutine_threadsafe(self._answer(request), loop) for request in requests]
+
     async def _generate_all(self, requests: list[ChatRequest]) -> list[ChatResponse]:
-        # The breaker window starts with the call: a new call gets a fresh chance (half-open).
-        self._last_success = max(self._last_success, time.monotonic())
-        self._halted = None
         tasks = [asyncio.ensure_future(self._answer(request)) for request in requests]
         try:
             await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
@@ -431,6 +465,8 @@ class OpenAIBackend:
         return payload
 
     async def _answer(self, request: ChatRequest) -> ChatResponse:
+        if self._halted is not None:  # the breaker is open: nothing more is sent in this run
+            raise self._halted
         messages = request.message_dicts()
         estimate = self.token_counter(messages)
         max_tokens = request.sampling.max_tokens
@@ -489,8 +525,8 @@ class OpenAIBackend:
             if request.sampling.stop:  # servers that ignore `stop` still give the same reply text
                 response.text, _ = cut_at_stop(response.text, request.sampling.stop)
             return response
-        logger.warning("request failed after %d attempts: %s", self.max_retries + 1, reason)
-        return self._failed(f"gave up after {self.max_retries + 1} attempts; last error: {reason}", 0)
+        logger.info("request failed after %d attempts: %s", self.max_retries + 1, reason)  # counted as pending
+        return self._failed(f"gave up after {self.max_retries + 1} attempts; last error: {reason}", 0, retryable=True)
 
     async def _release(self, lease: Hashable | None, unused_tokens: float) -> None:
         """End an attempt: free its local slot and, with a shared budget, its lease."""
@@ -498,10 +534,11 @@ class OpenAIBackend:
         if self.shared_budget is not None:
             await self.shared_budget.release(lease, unused_tokens)
 
-    def _failed(self, reason: str, prompt_tokens: int) -> ChatResponse:
+    def _failed(self, reason: str, prompt_tokens: int, retryable: bool = False) -> ChatResponse:
         self._totals["requests"] += 1
         self._totals["failed"] += 1
-        return ChatResponse(None, prompt_tokens=prompt_tokens, finish_reason="error", error=self._scrub(reason))
+        return ChatResponse(None, prompt_tokens=prompt_tokens, finish_reason="error", error=self._scrub(reason),
+                            retryable=retryable)
 
     def _wait(self, attempt: int, retry_after: float | None) -> float:
         if retry_after is not None:
@@ -512,14 +549,17 @@ class OpenAIBackend:
 
     def _on_success(self) -> None:
         self._consecutive_failures = 0
-        self._last_success = time.monotonic()
+        self._failing_since = None
         self._gate.on_success()
 
     def _on_retryable(self, failure: _Retryable, started: float) -> None:
         if failure.overload:
             self._gate.on_overload(started)
         self._consecutive_failures += 1
-        silent_for = time.monotonic() - self._last_success
+        now = time.monotonic()
+        if self._failing_since is None:
+            self._failing_since = started  # the streak began when its first failed attempt was sent
+        silent_for = now - self._failing_since
         logger.info("retryable failure (%d in a row): %s", self._consecutive_failures, failure.reason)
         if self._consecutive_failures >= self.breaker_failures and silent_for >= self.breaker_seconds:
             raise self._halt(f"{self.base_url or 'OpenAI API'} failed {self._consecutive_failures} attempts in a "

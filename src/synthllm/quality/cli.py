@@ -2,6 +2,13 @@
 
 Each command reads an input JSONL, writes the kept records to an output
 JSONL and a JSON report that lists every removed record with its reason.
+
+Records are checked before any work: an ``id`` that is not a string or an
+integer (null, a fraction, a list: ``dedup`` once kept them silently), a
+compared text field that is not a string, an empty ratings file (the filter
+used to keep everything without a word) or a line that is not UTF-8 JSON
+stops the command with one ``error: file:line: field: ...`` line, exit 2
+(:mod:`synthllm.cliutil`).
 """
 
 from __future__ import annotations
@@ -14,7 +21,10 @@ from typing import Annotated, Optional
 import numpy as np
 import typer
 
-from .decontam import BenchmarkSpec, Decontaminator, read_jsonl, shared_benchmark_specs
+from ..cliutil import fail, handle_errors
+from ..errors import InputError
+from ..io import iter_jsonl, iter_numbered_jsonl, json_type
+from .decontam import BenchmarkSpec, Decontaminator, shared_benchmark_specs
 from .dedup import deduplicate
 from .domain_filter import (
     DEFAULT_THRESHOLD,
@@ -29,43 +39,59 @@ app = typer.Typer(help="Quality steps on JSONL files: domain filter, dedup, deco
                   no_args_is_help=True, add_completion=False)
 
 
-def _fail(message: str) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(2)
+def _read_records(path: Path, required: tuple[str, ...] = ("id",), strings: tuple[str, ...] = ()) -> list[dict]:
+    """The records of a JSONL file, checked line by line.
 
+    Parameters
+    ----------
+    path : the JSONL file.
+    required : fields every record must have.
+    strings : fields that, when present, must hold a string. An ``id`` must be a
+        string or an integer, as in a corpus (:func:`synthllm.io.read_documents`).
 
-def _read_file(path: Path, reader):
-    """``reader(path)``, with a one-line error for a missing file or a malformed one (a ``ValueError``)."""
-    if not path.is_file():
-        _fail(f"{path}: no such file")
-    try:
-        return reader(path)
-    except ValueError as error:
-        _fail(str(error))
+    Returns
+    -------
+    list of dict
+        The records, in file order.
 
-
-def _read_records(path: Path, required: tuple[str, ...] = ("id",)) -> list[dict]:
-    """Records of a JSONL file; a clear one-line error for a missing file, bad JSON or a missing field."""
-    records = _read_file(path, read_jsonl)
-    with open(path, encoding="utf-8") as handle:
-        line_numbers = [n for n, line in enumerate(handle, 1) if line.strip()]
-    for line_number, record in zip(line_numbers, records):
+    Raises
+    ------
+    InputError
+        ``file:line: field: what`` for the first record that fails a check.
+    """
+    records = []
+    for number, record in iter_numbered_jsonl(path):
         for key in required:
             if key not in record:
-                _fail(f"{path}:{line_number}: record has no {key!r} field")
+                raise InputError.at(path, f"record has no {key!r} field", line=number)
+        if "id" in record:
+            value = record["id"]
+            if isinstance(value, bool) or not isinstance(value, (str, int)):
+                raise InputError.at(path, f"must be a string or an integer, not {json_type(value)}",
+                                    line=number, field="id")
+        for key in strings:
+            if key in record and not isinstance(record[key], str):
+                raise InputError.at(path, f"must be a string, not {json_type(record[key])}", line=number, field=key)
+        records.append(record)
     return records
 
 
+def _write(path: Path, text_lines) -> None:
+    """Write lines to ``path`` (creating its folder); a one-line error when it cannot be written."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "w", encoding="utf-8") as handle:
+            handle.writelines(text_lines)
+    except OSError as error:
+        raise InputError.at(path, f"cannot write ({error.strerror or error})") from None
+
+
 def _write_jsonl(path: Path, records: list[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", encoding="utf-8") as handle:
-        for record in records:
-            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+    _write(path, (json.dumps(record, ensure_ascii=False) + "\n" for record in records))
 
 
 def _write_report(path: Path, report: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    _write(path, [json.dumps(report, ensure_ascii=False, indent=2) + "\n"])
 
 
 def parse_benchmark(value: str) -> BenchmarkSpec:
@@ -103,6 +129,7 @@ def parse_benchmark(value: str) -> BenchmarkSpec:
 
 
 @app.command("filter")
+@handle_errors
 def filter_command(
     input: Annotated[Path, typer.Argument(help="Corpus JSONL: one {id, text, ...} document per line.")],
     output: Annotated[Path, typer.Argument(help="JSONL of the kept documents (with domain_score added).")],
@@ -126,22 +153,26 @@ def filter_command(
 ) -> None:
     """Domain filter (stage 1): score every document and keep those above the threshold."""
     if ratings is None and positives is None:
-        _fail("give --ratings, --positives or both")
-    documents = _read_records(input, ("id", text_key))
+        fail("give --ratings, --positives or both")
+    documents = _read_records(input, ("id", text_key), (text_key,))
+    if not documents:
+        fail(f"{input}: no documents (empty file)")
     rating_by_id: dict[str, float] = {}
     if ratings is not None:
-        rating_by_id = _read_file(ratings, load_ratings)
+        rating_by_id = load_ratings(ratings)
         known = {str(d["id"]) for d in documents}
         unknown = [i for i in rating_by_id if i not in known]
         if unknown:
-            _fail(f"{ratings}: {len(unknown)} rated ids are not in {input} (first: {unknown[0]!r})")
+            fail(f"{ratings}: {len(unknown)} rated ids are not in {input} (first: {unknown[0]!r})")
     embeddings = embed_documents(documents, text_key, model=embedder)
     summary: dict = {"input": str(input), "n_input": len(documents), "threshold": threshold}
     candidates = np.arange(len(documents))
     dropped: list[dict] = []
 
     if positives is not None:
-        examples = _read_records(positives, (text_key,))
+        examples = _read_records(positives, (text_key,), (text_key,))
+        if not examples:
+            fail(f"{positives}: no example documents (empty file)")
         n_negative = min(len(documents), negatives or len(examples))
         negative_rows = random.Random(seed).sample(range(len(documents)), n_negative)
         classifier = ColdStartClassifier(random_state=seed).fit(
@@ -175,6 +206,7 @@ def filter_command(
 
 
 @app.command("dedup")
+@handle_errors
 def dedup_command(
     input: Annotated[Path, typer.Argument(help="JSONL of records with an id and a text field.")],
     output: Annotated[Path, typer.Argument(help="JSONL of the kept records (first occurrences).")],
@@ -187,7 +219,9 @@ def dedup_command(
     ngram: Annotated[int, typer.Option(min=1, help="Words per shingle.")] = 5,
 ) -> None:
     """Remove exact and near-duplicate records (MinHash LSH), keeping the first occurrence."""
-    records = _read_records(input, ("id", text_key))
+    records = _read_records(input, ("id", text_key), (text_key,))
+    if not records:
+        fail(f"{input}: no records (empty file)")
     kept, removed = deduplicate(records, text_key=text_key, threshold=threshold, num_perm=num_perm, ngram=ngram)
     _write_jsonl(output, kept)
     _write_report(report, {
@@ -200,6 +234,7 @@ def dedup_command(
 
 
 @app.command("decontam")
+@handle_errors
 def decontam_command(
     input: Annotated[Path, typer.Argument(help="JSONL of records with an id and the checked fields.")],
     output: Annotated[Path, typer.Argument(help="JSONL of the clean records.")],
@@ -225,23 +260,27 @@ def decontam_command(
     try:
         specs = [parse_benchmark(value) for value in benchmark or []]
     except ValueError as error:
-        _fail(str(error))
+        fail(str(error))
     if shared or (shared is None and not specs):
         found = shared_benchmark_specs(data_dir)
         if not found:
-            _fail(f"no shared benchmarks found in {data_dir or '$SYNTHLLM_DATA or ../shared/data'}; "
+            fail(f"no shared benchmarks found in {data_dir or '$SYNTHLLM_DATA or ../shared/data'}; "
                   "pass --benchmark name=path:fields")
         specs += found
     for spec in specs:
         if not Path(spec.path).is_file():
-            _fail(f"{spec.path}: benchmark file of {spec.name!r} not found")
-    records = _read_records(input)
+            fail(f"{spec.path}: benchmark file of {spec.name!r} not found")
+        if next(iter_jsonl(spec.path), None) is None:
+            fail(f"{spec.path}: benchmark file of {spec.name!r} is empty")
+    checked = tuple(f.strip() for f in fields.split(",") if f.strip())
+    records = _read_records(input, ("id",), checked)
+    if not records:
+        fail(f"{input}: no records (empty file)")
     try:
         decontaminator = Decontaminator(specs, ngram=ngram, verify_ngram=verify_ngram,
                                         min_coverage=min_coverage, min_span=min_span)
-    except (ValueError, KeyError) as error:
-        _fail(str(error))
-    checked = tuple(f.strip() for f in fields.split(",") if f.strip())
+    except (ValueError, KeyError) as error:  # a benchmark line without a named field (InputError is a ValueError)
+        fail(str(error))
     kept, removed = decontaminator.filter(records, fields=checked)
     _write_jsonl(output, kept)
     _write_report(report, {

@@ -275,24 +275,31 @@ def load_ratings(path: str | Path) -> dict[str, float]:
 
     Raises
     ------
-    ValueError
-        ``"<path>:<line>: ..."`` when a line lacks an id or a rating in [1, 10].
+    InputError
+        ``"<path>:<line>: ..."`` when a line lacks an id or a rating in [1, 10],
+        the id is not a string or an integer, a line is not UTF-8 JSON, or the
+        file holds no ratings at all (an empty file must not mean "keep everything").
     """
-    from .decontam import read_jsonl
+    from ..errors import InputError
+    from ..io import iter_numbered_jsonl, json_type
 
     ratings: dict[str, float] = {}
-    with open(path, encoding="utf-8") as handle:
-        line_numbers = [n for n, line in enumerate(handle, 1) if line.strip()]
-    for line_number, row in zip(line_numbers, read_jsonl(path)):
+    for line_number, row in iter_numbered_jsonl(path):
         if "id" not in row or "rating" not in row:
-            raise ValueError(f"{path}:{line_number}: needs 'id' and 'rating'")
+            raise InputError.at(path, "needs 'id' and 'rating'", line=line_number)
+        doc_id = row["id"]
+        if isinstance(doc_id, bool) or not isinstance(doc_id, (str, int)):
+            raise InputError.at(path, f"must be a string or an integer, not {json_type(doc_id)}",
+                                line=line_number, field="id")
         try:
             rating = float(row["rating"])
         except (TypeError, ValueError):
-            raise ValueError(f"{path}:{line_number}: rating {row['rating']!r} is not a number") from None
-        if not 1.0 <= rating <= 10.0:
-            raise ValueError(f"{path}:{line_number}: rating {rating} is outside 1-10")
-        ratings[str(row["id"])] = rating
+            raise InputError.at(path, f"rating {row['rating']!r} is not a number", line=line_number) from None
+        if not 1.0 <= rating <= 10.0:  # NaN fails this too
+            raise InputError.at(path, f"rating {rating} is outside 1-10", line=line_number)
+        ratings[str(doc_id)] = rating
+    if not ratings:
+        raise InputError.at(path, "no ratings (the file is empty); expected one {\"id\", \"rating\"} object per line")
     return ratings
 
 

@@ -1,4 +1,9 @@
-"""``synthllm fit RESULTS.csv``: fit a scaling law per model and forecast from it."""
+"""``synthllm fit RESULTS.csv``: fit a scaling law per model and forecast from it.
+
+Bad input (an unreadable or malformed CSV, values the fit cannot handle, a
+non-finite option, an output that cannot be written) prints one
+``error: ...`` line and exits 2, through :mod:`synthllm.cliutil`.
+"""
 
 from __future__ import annotations
 
@@ -12,20 +17,17 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from synthllm.cliutil import fail, handle_errors
+from synthllm.errors import InputError
 from synthllm.scaling.fit import bootstrap_fit, fit_law, rmsd_log
 from synthllm.scaling.forecast import compare_models, plateau_point, size_for_target
-from synthllm.scaling.results import ResultsError, read_results_csv
+from synthllm.scaling.results import read_results_csv
 
 __all__ = ["app", "fit"]
 
 
 METRIC_HELP = "What the metric column holds: 'accuracy' (error = 100-acc, or 1-acc if all <= 1) or 'error'."
 PLATEAU_HELP = "Report where one more doubling of data improves the metric by less than this (metric units)."
-
-
-def _fail(message: str) -> None:
-    Console(stderr=True, highlight=False).print(f"error: {message}", markup=False, soft_wrap=True)
-    raise typer.Exit(2)
 
 
 def _number(value: float) -> float | None:
@@ -37,6 +39,7 @@ def _format_size(value: float) -> str:
     return "never" if not math.isfinite(value) else f"{value:.3g}"
 
 
+@handle_errors
 def fit(
     results_csv: Annotated[Path, typer.Argument(help="CSV with columns model, tokens|samples, metric.")],
     metric: Annotated[str, typer.Option(help=METRIC_HELP)] = "error",
@@ -66,31 +69,32 @@ def fit(
 ) -> None:
     """Fit a scaling law to each model's (size, metric) points and forecast from it."""
     if law not in ("rectified", "vanilla"):
-        _fail(f"--law must be 'rectified' or 'vanilla', got {law!r}")
+        fail(f"--law must be 'rectified' or 'vanilla', got {law!r}")
     if method not in ("multistart", "two-stage"):
-        _fail(f"--method must be 'multistart' or 'two-stage', got {method!r}")
+        fail(f"--method must be 'multistart' or 'two-stage', got {method!r}")
     if method == "two-stage" and law != "rectified":
-        _fail("--method two-stage is defined for --law rectified only")
+        fail("--method two-stage is defined for --law rectified only")
     if holdout_last < 0 or bootstrap < 0 or huber_delta < 0:
-        _fail("--holdout-last, --bootstrap and --huber-delta must be >= 0")
+        fail("--holdout-last, --bootstrap and --huber-delta must be >= 0")
     if plateau_threshold is not None and plateau_threshold <= 0:
-        _fail("--plateau-threshold must be > 0")
-    try:
-        results = read_results_csv(results_csv, metric)
-    except ResultsError as error:
-        _fail(str(error))
+        fail("--plateau-threshold must be > 0")
+    for name, value in (("--target", target), ("--plateau-threshold", plateau_threshold),
+                        ("--huber-delta", huber_delta), *(("--at", size) for size in at or [])):
+        if value is not None and not math.isfinite(value):
+            fail(f"{name} must be a finite number, got {value}")
+    results = read_results_csv(results_csv, metric)
     delta = huber_delta or None
     forecast_sizes = np.array(sorted(at or []), dtype=float)
     fits, heldout, report = {}, {}, {}
     for model, (sizes, errors) in results.curves.items():
         n_fit = sizes.size - holdout_last
         if n_fit < 3:
-            _fail(
+            fail(
                 f"{results_csv}: model {model!r} has {sizes.size} points; "
                 f"fitting needs 3 after holding out {holdout_last}"
             )
         if law == "vanilla" and np.any(sizes[:n_fit] == 0):
-            _fail(
+            fail(
                 f"{results_csv}: model {model!r} has a point at size 0, "
                 "which the vanilla law cannot fit (use --law rectified)"
             )
@@ -123,7 +127,10 @@ def fit(
         from synthllm.scaling.plot import plot_fits
 
         error_label = {100.0: "error (100 - accuracy)", 1.0: "error (1 - accuracy)"}.get(results.scale, "error")
-        plot_fits(fits, plot, heldout=heldout, size_label=results.size_column, error_label=error_label)
+        try:
+            plot_fits(fits, plot, heldout=heldout, size_label=results.size_column, error_label=error_label)
+        except OSError as error:
+            raise InputError.at(plot, f"cannot write the plot ({error.strerror or error})") from None
         Console(highlight=False).print(f"plot: {plot}")
     if json_out is not None:
         document = {
@@ -138,7 +145,10 @@ def fit(
             "models": report,
             "comparison": comparison,
         }
-        json_out.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+        try:
+            json_out.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+        except OSError as error:
+            raise InputError.at(json_out, f"cannot write ({error.strerror or error})") from None
         Console(highlight=False).print(f"json: {json_out}")
 
 

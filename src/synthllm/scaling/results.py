@@ -9,6 +9,13 @@ accuracies are fractions and ``error = 1 - accuracy``; otherwise they are
 percentages and ``error = 100 - accuracy``. ``metric="error"`` takes the values
 as errors (or losses) unchanged. Errors must be positive because the laws are
 fitted in log space.
+
+Nonzero sizes and errors must lie in [1e-30, 1e30]: the fit weights points by
+``1 / error**2`` and raises sizes to powers, which overflow near 1e-80 (errors)
+and underflow to a division by zero near 1e-300 (sizes); inside the range the
+fitted exponents are the same as for the data rescaled to ~1 (checked at
+1e-30 and 1e30: beta 1.3325, RMSD 0.00145 in both). A file with a UTF-8 BOM
+(as Excel writes) is read like one without.
 """
 
 from __future__ import annotations
@@ -24,6 +31,8 @@ from ..errors import InputError
 __all__ = ["ResultsError", "ScalingResults", "read_results_csv"]
 
 SIZE_COLUMNS = ("tokens", "samples")
+#: nonzero sizes and errors outside [SMALLEST, LARGEST] are rejected (see the module docstring)
+SMALLEST, LARGEST = 1e-30, 1e30
 
 
 class ResultsError(InputError):
@@ -83,7 +92,7 @@ def read_results_csv(path: str | Path, metric: str = "error") -> ScalingResults:
         raise ResultsError(f"{path}: --metric must be 'accuracy' or 'error', got {metric!r}")
     path = Path(path)
     try:
-        handle = path.open(newline="", encoding="utf-8")
+        handle = path.open(newline="", encoding="utf-8-sig")  # -sig: a leading BOM is not part of the header
     except OSError as error:
         raise ResultsError(f"{path}: cannot open: {error.strerror}") from None
     with handle:
@@ -92,7 +101,9 @@ def read_results_csv(path: str | Path, metric: str = "error") -> ScalingResults:
             header = next(reader)
         except StopIteration:
             raise ResultsError(f"{path}:1: empty file, expected a header with model, tokens|samples, metric") from None
-        except (csv.Error, UnicodeDecodeError) as error:
+        except UnicodeDecodeError as error:
+            raise ResultsError(f"{path}:1: {_not_utf8(error)}") from None
+        except csv.Error as error:
             raise ResultsError(f"{path}:1: not a readable CSV ({error})") from None
         columns = {name.strip().lower(): index for index, name in enumerate(header)}
         size_column = next((name for name in SIZE_COLUMNS if name in columns), None)
@@ -116,8 +127,14 @@ def read_results_csv(path: str | Path, metric: str = "error") -> ScalingResults:
                 value = _number(row[columns["metric"]], path, line, "metric")
                 if size < 0:
                     raise ResultsError(f"{path}:{line}: {size_column} must be >= 0, got {size:g}")
+                if size and not SMALLEST <= size <= LARGEST:
+                    raise ResultsError(f"{path}:{line}: {size_column} {size:g} is outside [{SMALLEST:g}, {LARGEST:g}], "
+                                       "where the fit is reliable; rescale the column")
                 rows.append((line, model, size, value))
-        except (csv.Error, UnicodeDecodeError) as error:
+        except UnicodeDecodeError as error:
+            # decoding runs ahead in blocks, so only a lower bound of the line is known
+            raise ResultsError(f"{path}: after line {reader.line_num}: {_not_utf8(error)}") from None
+        except csv.Error as error:
             raise ResultsError(f"{path}:{reader.line_num}: not a readable CSV ({error})") from None
     if not rows:
         raise ResultsError(f"{path}:2: no data rows after the header")
@@ -128,6 +145,9 @@ def read_results_csv(path: str | Path, metric: str = "error") -> ScalingResults:
         if error <= 0:
             what = f"accuracy {value:g} leaves error {error:g}" if scale is not None else f"error {value:g}"
             raise ResultsError(f"{path}:{line}: {what}; errors must be > 0 to fit in log space")
+        if not SMALLEST <= error <= LARGEST:
+            raise ResultsError(f"{path}:{line}: error {error:g} is outside [{SMALLEST:g}, {LARGEST:g}], "
+                               "where the fit is reliable; rescale the metric column")
         grouped.setdefault(model, []).append((size, error))
     curves = {}
     for model, points in grouped.items():
@@ -137,6 +157,10 @@ def read_results_csv(path: str | Path, metric: str = "error") -> ScalingResults:
             raise ResultsError(f"{path}: model {model!r} has two rows with the same {size_column}")
         curves[model] = (sizes, np.array([error for _, error in points]))
     return ScalingResults(curves=curves, size_column=size_column, metric=metric, scale=scale)
+
+
+def _not_utf8(error: UnicodeDecodeError) -> str:
+    return f"not UTF-8 text (byte 0x{error.object[error.start]:02x}); is this a CSV file?"
 
 
 def _number(text: str, path: Path, line: int, column: str) -> float:

@@ -15,13 +15,14 @@ never sees a backend, a cache or a shard: the executor owns those.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from abc import ABC, abstractmethod
 from dataclasses import replace
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from ..llm.base import Sampling
-
-Record = dict[str, Any]
+from ..records import Record
 
 
 class Unsuitable(Exception):
@@ -58,9 +59,21 @@ class ModelStage(ABC):
     #: how the reply must begin; backends that can, start the reply with it (see ChatRequest.prefill)
     prefill: ClassVar[str] = ""
 
+    #: bump when ``parse`` turns the same reply into different records (it enters the step's fingerprint)
+    parser_version: ClassVar[int] = 1
+
     @property
     def prompt_version(self) -> str:
         return self.template.version
+
+    def fingerprint_parts(self) -> list:
+        """Everything that decides this stage's requests and records besides its input: the step
+        fingerprint holds it, so editing a template in place, the parser or the request shape redoes
+        the step (the version name alone would not)."""
+        template = self.template
+        text = json.dumps([template.system, template.user, template.example], ensure_ascii=False)
+        return [self.name, template.version, hashlib.sha256(text.encode("utf-8")).hexdigest()[:16],
+                type(self).__name__, self.parser_version, self.prefill, self.sampling.as_dict(), self.n_samples]
 
     def record_id(self, record: Record) -> str:
         """The id that names an input record in rejects and lineage."""

@@ -3,7 +3,7 @@
 The scorer itself is fitted once, in the driver, on the embeddings of the
 rated documents (a reduce step); these callables are the map steps around
 it. They are picklable and know nothing of where they run: the pipeline
-hands them to :func:`synthllm.executors.map_items`, which calls them in a loop
+hands them to the run's executor (``Executor.map``), which calls them in a loop
 or as a Ray Data transformation.
 """
 
@@ -43,10 +43,10 @@ class ScoreShard:
     def __call__(self, job: tuple[str, Callable[[], list[dict]]]) -> dict:
         """Score and commit ``(shard, load)``; returns the shard's counts."""
         shard, load = job
-        store = RunStore(self.run_root)
-        if store.is_committed("filter", shard):  # the scorer is seeded: same scores as before
-            return store.shard_counts("filter", shard)
-        docs = load()
+        return RunStore(self.run_root).commit_once("filter", shard, lambda: self.score(load()))
+
+    def score(self, docs: list[dict]) -> tuple[list[dict], list[dict], dict]:
+        """(kept documents with their score, rejects, counts) for one shard (the scorer is seeded: same scores)."""
         scores = self.scorer.predict(embed_documents(docs)) if self.scorer is not None and docs else None
         kept, rejects = [], []
         for position, doc in enumerate(docs):
@@ -57,6 +57,4 @@ class ScoreShard:
                 rejects.append({"id": doc["id"], "kind": "filtered", "score": score,
                                 "reason": f"domain score {score} <= threshold {self.threshold}"})
         n = len(docs)
-        counts = {**empty_counts(), "in": n, "ok": n, "out": len(kept), "removed": len(rejects)}
-        store.commit_shard("filter", shard, kept, rejects, counts)
-        return counts
+        return kept, rejects, {**empty_counts(), "in": n, "ok": n, "out": len(kept), "removed": len(rejects)}
