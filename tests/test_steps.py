@@ -11,7 +11,7 @@ import pytest
 
 from scripted import respond
 from synthllm import Pipeline
-from synthllm.errors import RunFolderBusy
+from synthllm.errors import RunFolderBusy, StorageError
 from synthllm.llm.scripted import ScriptedBackend
 from synthllm.stages.level1 import Level1Questions
 from synthllm.stages.records import stable_id
@@ -70,7 +70,7 @@ def test_markers_and_manifest_are_written_atomically(tmp_path, monkeypatch):
     store = RunStore(tmp_path / "run")
     store.mark_done("level1", {"in": 1})
     monkeypatch.setattr(os, "replace", lambda *a: (_ for _ in ()).throw(OSError(28, "No space left on device")))
-    with pytest.raises(OSError):
+    with pytest.raises(StorageError, match="No space left on device"):
         store.mark_done("level1", {"in": 2})
     assert store.done("level1") == {"in": 1}
     assert not list((tmp_path / "run").rglob("*.tmp"))

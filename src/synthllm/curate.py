@@ -25,7 +25,8 @@ import pyarrow.parquet as pq
 from .config import Config
 from .errors import InputError, StorageError
 from .quality.decontam import shared_data_dir
-from .store import RunStore, atomic_write_text, jsonl_text
+from .io import jsonl_text
+from .store import RunStore, atomic_write_text
 
 _MESSAGE = pa.struct([("role", pa.string()), ("content", pa.string())])
 DATASET_SCHEMA = pa.schema([

@@ -22,7 +22,7 @@ import json
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 TEXT_SUFFIXES = (".txt", ".md")
 
@@ -284,6 +284,11 @@ def truncate_text(text: str, max_chars: int) -> str:
 
 class JsonlError(InputError):
     """A JSONL line that is not a JSON object; the message is ``file:line: reason``."""
+
+
+def jsonl_text(records: Iterable[dict]) -> str:
+    """JSON lines of ``records`` (UTF-8 kept as is): the one JSONL writer, paired with :func:`iter_jsonl`."""
+    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
 
 
 def iter_numbered_jsonl(path: str | Path) -> Iterator[tuple[int, dict]]:

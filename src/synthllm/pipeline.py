@@ -20,42 +20,19 @@ is finished by running the same command again.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 from .config import Config
 from .errors import BackendUnavailable
-from .executors import make_executor
+from .executors import Shard, make_executor
 from .llm.base import Backend
+from .llm.factory import given_backend
 from .manifest import digest, reconcile, summary_line, versions
 from .progress import console, stage_progress
 from .stages.base import ModelStage
 from .steps import CORPUS, QUESTIONS, STEPS, Step, plan
 from .store import DocumentTexts, RunStore
-
-
-@dataclass
-class Shard:
-    """A shard as an executor sees it: name, loader of its records, number of records."""
-
-    name: str
-    load: Callable[[], list[dict]]
-    size: int
-    ids: list[str] | None = None  # for a sample of documents: the chosen ids, in document order
-
-    def __iter__(self):  # unpacks as the executor's (name, load, size)
-        return iter((self.name, self.load, self.size))
-
-
-class _Given:
-    """A factory that hands out a backend built by the caller (tests, notebooks): local runs only."""
-
-    def __init__(self, backend: Backend):
-        self.backend = backend
-
-    def __call__(self) -> Backend:
-        return self.backend
 
 
 class Pipeline:
@@ -79,7 +56,7 @@ class Pipeline:
         self.declared = tuple(steps)
         self.steps = {step.name: step for step in self.declared}
         self.store = RunStore(out)
-        self.executor = make_executor(config, _Given(backend) if backend is not None else backend_factory, cache)
+        self.executor = make_executor(config, given_backend(backend) if backend is not None else backend_factory, cache)
         self.show_progress = show_progress
         self.fingerprints: dict[str, str] = {}
         self.manifest = self.store.read_manifest()
@@ -116,17 +93,6 @@ class Pipeline:
             return lambda: transform(name, store.read_shard(stage, name)) if transform else store.read_shard(stage, name)
 
         return [Shard(prefix + name, loader(name), store.shard_counts(stage, name)["out"]) for name in store.shards(stage)]
-
-    def document_sample(self, ids_by_shard: dict[str, list[str]], chosen) -> list[Shard]:
-        """The documents whose ids are in ``chosen``, as shards named after their document shards."""
-        store, shards = self.store, []
-        for name, ids in ids_by_shard.items():
-            mine = [doc_id for doc_id in ids if doc_id in chosen]
-            if mine:
-                wanted = frozenset(mine)
-                shards.append(Shard(name, lambda name=name, wanted=wanted: [
-                    d for d in store.read_shard("documents", name) if d["id"] in wanted], len(mine), mine))
-        return shards
 
     def run_model(self, stage: ModelStage, shards: list[Shard]) -> dict:
         """Run a model stage over ``shards`` on the executor; returns its counts (with ``this_run``)."""

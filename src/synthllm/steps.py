@@ -34,6 +34,7 @@ from .stages.level1 import Level1Questions
 from .stages.level2 import Level2Questions
 from .stages.level3 import Level3Questions
 from .stages.records import stable_id
+from .executors import Shard
 from .store import empty_counts
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -138,11 +139,11 @@ def filter_corpus(p: "Pipeline") -> dict:
         stage = RateDocuments(_sampling(cfg, p.config.seed), cfg.prompt_version, cfg.domain, cfg.max_document_chars)
         every_id = [doc_id for ids in ids_by_shard.values() for doc_id in ids]
         sample = set(random.Random(p.config.seed).sample(every_id, min(cfg.sample_size, len(every_id))))
-        rate = p.run_model(stage, p.document_sample(ids_by_shard, sample))
+        rate = p.run_model(stage, document_sample(p, ids_by_shard, sample))
         if rate["this_run"]["pending"] or rate["this_run"]["stopped"]:  # not finished: nothing to fit yet
             return {**empty_counts(), "parts": {"rate": rate}, "this_run": rate["this_run"]}
         ratings = {r["id"]: r["rating"] for r in store.iter_records("rate")}
-    rated_shards = p.document_sample(ids_by_shard, ratings.keys())
+    rated_shards = document_sample(p, ids_by_shard, ratings.keys())
     rated = [doc_id for shard in rated_shards for doc_id in shard.ids]
     summary = {**empty_counts(), "threshold": cfg.threshold, "ratings": len(rated)}
     if cfg.ratings_path is None:
@@ -172,6 +173,18 @@ def filter_corpus(p: "Pipeline") -> dict:
     summary["kept_share"] = round(summary["out"] / summary["in"], 4) if summary["in"] else None
     store.write_json("quality/filter.json", summary)
     return summary
+
+
+def document_sample(p: "Pipeline", ids_by_shard: dict[str, list[str]], chosen) -> list[Shard]:
+    """The documents whose ids are in ``chosen``, as shards named after their document shards."""
+    store, shards = p.store, []
+    for name, ids in ids_by_shard.items():
+        mine = [doc_id for doc_id in ids if doc_id in chosen]
+        if mine:
+            wanted = frozenset(mine)
+            shards.append(Shard(name, lambda name=name, wanted=wanted: [
+                d for d in store.read_shard("documents", name) if d["id"] in wanted], len(mine), mine))
+    return shards
 
 
 def model_step(name: str, source: str, transform=None) -> Callable[["Pipeline"], dict]:

@@ -27,6 +27,8 @@ import tempfile
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
+from .io import iter_jsonl, jsonl_text, read_jsonl
+
 COUNT_KEYS = ("in", "ok", "out", "unsuitable", "unparsable", "failed",
               "prompt_tokens", "completion_tokens", "model_calls", "cached")
 
@@ -70,10 +72,6 @@ def _storage_error(path: Path, exc: OSError):
     hint = "; free space and run the same command again (finished work is kept)" if exc.errno in (
         errno.ENOSPC, errno.EDQUOT) else ""
     return StorageError(f"{path}: cannot write ({exc.strerror or exc}){hint}")
-
-
-def jsonl_text(records: Iterable[dict]) -> str:
-    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
 
 
 def empty_counts() -> dict[str, int]:
@@ -126,8 +124,7 @@ class RunStore:
         return json.loads((self.stage_dir(stage) / f"{shard}.done.json").read_text())
 
     def read_shard(self, stage: str, shard: str) -> list[dict]:
-        with open(self.stage_dir(stage) / f"{shard}.jsonl", encoding="utf-8") as handle:
-            return [json.loads(line) for line in handle if line.strip()]
+        return read_jsonl(self.stage_dir(stage) / f"{shard}.jsonl")
 
     def iter_records(self, stage: str) -> Iterator[dict]:
         for shard in self.shards(stage):
@@ -135,10 +132,7 @@ class RunStore:
 
     def iter_rejects(self, stage: str) -> Iterator[dict]:
         for shard in self.shards(stage):
-            with open(self.stage_dir(stage) / f"{shard}.rejects.jsonl", encoding="utf-8") as handle:
-                for line in handle:
-                    if line.strip():
-                        yield json.loads(line)
+            yield from iter_jsonl(self.stage_dir(stage) / f"{shard}.rejects.jsonl")
 
     def stage_counts(self, stage: str) -> dict[str, int]:
         """Counts summed over a stage's committed shards."""
@@ -270,15 +264,11 @@ class RunStore:
     # -- what readers use (the report, the card, the study): never glob the folder ----------
     def dataset_rows(self) -> list[dict]:
         """The rows of ``dataset.jsonl`` (:class:`~synthllm.records.DatasetRow`); ``[]`` before curation."""
-        from .io import read_jsonl
-
         path = self.root / "dataset.jsonl"
         return read_jsonl(path) if path.is_file() else []
 
     def removed(self, check: str) -> list[dict]:
         """Rows curation removed by ``check`` (``"dedup"`` or ``"decontam"``): :class:`~synthllm.records.RemovedRow`."""
-        from .io import read_jsonl
-
         path = self.root / "quality" / f"{check}.jsonl"
         return read_jsonl(path) if path.is_file() else []
 

@@ -20,9 +20,9 @@ from __future__ import annotations
 import functools
 
 from ..config import Config
-from .base import BackendFactory, Executor
+from .base import BackendFactory, Executor, Shard
 
-__all__ = ["BackendFactory", "Executor", "make_executor"]
+__all__ = ["BackendFactory", "Executor", "Shard", "make_executor"]
 
 
 def make_executor(config: Config, backend_factory: BackendFactory | None = None, cache=None) -> Executor:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from typing import Callable, Sequence, TypeVar
 
 from ..config import Config
@@ -11,6 +12,19 @@ from ..llm.base import Backend
 T = TypeVar("T")
 R = TypeVar("R")
 BackendFactory = Callable[[], Backend]
+
+
+@dataclass
+class Shard:
+    """A shard as an executor sees it: name, loader of its records, number of records."""
+
+    name: str
+    load: Callable[[], list[dict]]
+    size: int
+    ids: list[str] | None = None  # for a sample of documents: the chosen ids, in document order
+
+    def __iter__(self):  # unpacks as the executor's (name, load, size)
+        return iter((self.name, self.load, self.size))
 
 
 class Executor(ABC):

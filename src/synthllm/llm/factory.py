@@ -32,3 +32,14 @@ def make_backend(config: "Config", shared_budget=None) -> Backend:
                          max_retries=llm.max_retries, context_window=llm.context_window, prices=llm.prices,
                          breaker_failures=llm.breaker_failures, breaker_seconds=llm.breaker_seconds,
                          shared_budget=shared_budget)
+
+
+class given_backend:  # noqa: N801  (used like a function: given_backend(backend) is a factory)
+    """A factory that hands out a backend the caller built (tests, notebooks): the local executor only,
+    since a live backend does not pickle to Ray workers."""
+
+    def __init__(self, backend: Backend):
+        self.backend = backend
+
+    def __call__(self) -> Backend:
+        return self.backend
