@@ -284,7 +284,7 @@ class RunStore:
 
             raise InputError(f"{path}: not valid JSON ({exc})") from None
 
-    # -- readers added for the report and the dataset card (helper "report") ---------------
+    # -- added for the report and the dataset card (helper "report") ---------------
     def dataset_parquet_rows(self) -> list[dict] | None:
         """The rows of ``dataset.parquet`` (what others load); ``None`` when the file is absent.
 
@@ -302,15 +302,6 @@ class RunStore:
             from .errors import InputError
 
             raise InputError.at(path, f"not a readable Parquet file ({str(exc).splitlines()[0]})") from None
-
-    def documents(self, stage: str = "documents") -> list[dict]:
-        """The committed documents (:class:`~synthllm.records.Document`, with ``meta``) of ``stage``.
-
-        Raises :class:`~synthllm.errors.InputError` naming the shard and line when a line is not JSON.
-        """
-        from .io import read_jsonl
-
-        return [doc for shard in self.shards(stage) for doc in read_jsonl(self.stage_dir(stage) / f"{shard}.jsonl")]
 
 
 class DocumentTexts:

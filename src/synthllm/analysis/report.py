@@ -97,7 +97,7 @@ def load_dataset(run_dir: Path | RunStore) -> list[dict]:
 def load_documents(run_dir: Path | RunStore) -> list[dict]:
     """Input documents of the run (committed ``documents`` shards), with their ``meta``."""
     store = run_dir if isinstance(run_dir, RunStore) else open_run(run_dir)
-    return [document for document in store.documents() if document.get("text")]
+    return [document for document in store.iter_records("documents") if document.get("text")]
 
 
 # -- sections -------------------------------------------------------------------
