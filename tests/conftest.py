@@ -55,3 +55,14 @@ def ray_cluster():
             os.environ["PYTHONPATH"] = saved
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def scripted_run(tmp_path_factory) -> Path:
+    """A run folder written by the real pipeline with the scripted backend (see ``scripted_run.py``).
+
+    Session-wide and read-only: tests that change a run folder copy it first.
+    """
+    from scripted_run import build_scripted_run
+
+    return build_scripted_run(tmp_path_factory.mktemp("scripted"))

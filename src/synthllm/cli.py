@@ -208,6 +208,7 @@ def _mount_optional_commands() -> None:
 
     app.command("report")(report_command)
     app.command("gmm")(gmm)
+    app.add_typer(__import__("synthllm.card_cli", fromlist=["app"]).app)  # synthllm card, synthllm push
 
 
 _mount_step_commands()

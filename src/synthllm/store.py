@@ -284,6 +284,25 @@ class RunStore:
 
             raise InputError(f"{path}: not valid JSON ({exc})") from None
 
+    # -- added for the report and the dataset card (helper "report") ---------------
+    def dataset_parquet_rows(self) -> list[dict] | None:
+        """The rows of ``dataset.parquet`` (what others load); ``None`` when the file is absent.
+
+        Raises :class:`~synthllm.errors.InputError` naming the file when it is not readable Parquet.
+        """
+        path = self.root / "dataset.parquet"
+        if not path.is_file():
+            return None
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        try:
+            return pq.read_table(path).to_pylist()
+        except (pa.ArrowException, OSError) as exc:
+            from .errors import InputError
+
+            raise InputError.at(path, f"not a readable Parquet file ({str(exc).splitlines()[0]})") from None
+
 
 class DocumentTexts:
     """id → text of every input document, in an SQLite file of the run (Level-2/3 prompts need random access)."""

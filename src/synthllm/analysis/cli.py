@@ -11,10 +11,13 @@ from typing import Optional
 
 import typer
 
+from ..cliutil import handle_errors
+
 app = typer.Typer(help="Analysis of runs: report, and the reverse-bottleneck GMM study.", no_args_is_help=True)
 
 
 @app.command("report")
+@handle_errors
 def report(
     run_dir: Path = typer.Argument(..., help="Run folder (with manifest.json and dataset.parquet)."),
     no_lm: bool = typer.Option(False, "--no-lm", help="Skip the reference-LM entropy estimates (the slow part)."),
@@ -26,17 +29,14 @@ def report(
     max_lm_texts: int = typer.Option(32, min=1, help="Texts per set scored by the reference LM."),
     max_lm_tokens: int = typer.Option(128, min=8, help="Tokens per text scored by the reference LM."),
     seed: int = typer.Option(0, help="Seed of every sampling step."),
+    browse: int = typer.Option(8, min=0, help="Rows per level shown in the report's sample browser."),
 ) -> None:
     """Write report.html and report.json for a run folder."""
-    from .report import RunFolderError, write_report
+    from .report import write_report
 
-    try:
-        result = write_report(run_dir, lm=not no_lm, out_dir=out, lm_model=lm_model, max_embed=max_embed,
-                              max_divergence=max_divergence, max_lm_texts=max_lm_texts,
-                              max_lm_tokens=max_lm_tokens, seed=seed)
-    except (RunFolderError, FileNotFoundError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
+    result = write_report(run_dir, lm=not no_lm, out_dir=out, lm_model=lm_model, max_embed=max_embed,
+                          max_divergence=max_divergence, max_lm_texts=max_lm_texts,
+                          max_lm_tokens=max_lm_tokens, seed=seed, browse_per_level=browse)
     target = out or run_dir
     levels = result["diversity"]["levels"]
     summary = ", ".join(f"L{level} vendi {data['vendi']:.1f}" for level, data in levels.items())

@@ -1,26 +1,39 @@
 """The run report: ``report.json`` (every number) and a self-contained ``report.html``.
 
-The HTML is rendered from the JSON dictionary alone, so every figure and table
-in the page has its numbers in ``report.json``. Plots are embedded as base64
-PNG; the page has inline CSS and no external URLs.
+Compute and presentation are apart: :func:`build_report` computes the report
+dictionary (what ``report.json`` holds) from the run folder, read only through
+:class:`~synthllm.store.RunStore`; :mod:`.plots` draws its figures from that
+dictionary; the page is the jinja2 template ``templates/report.html.j2``
+(autoescaped: questions and documents are untrusted text). So every figure and
+table in the page has its numbers in ``report.json``. Plots are embedded as
+base64 PNG; the page has inline CSS and no external URLs.
+
+Curation's removed rows are whole dataset rows plus ``removed_by`` and
+``reason`` (:class:`~synthllm.records.RemovedRow`); the report reads their
+level, question and answer from the row and what they matched from ``reason``.
+(Before, it read ``level``/``question`` from curation's bare match records, so
+on every real run the curation section showed ``{"None": n}`` and blank
+examples and ``raw_vs_curated`` was always skipped.)
+
+The sample browser shows, per level, a seeded sample of rows with their
+answers, concepts, walk and the first lines of their source documents, so a
+reader can judge the data by eye: 8 rows per level by default (24 rows add
+30 kB to the 147 kB page of the 12-document scripted test run).
 """
 
 from __future__ import annotations
 
-import base64
-import html
-import io
 import json
 import math
 from collections import Counter, defaultdict
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
 from ..errors import InputError
-from ..io import JsonlError, iter_jsonl
+from ..store import RunStore
 from . import diversity
 from .divergence import classifier_tv, curation_tv, mmd_rbf
 
@@ -32,50 +45,48 @@ class RunFolderError(InputError):
     """A run folder that cannot be read; the message names the file and what is wrong."""
 
 
-# -- reading the run folder ---------------------------------------------------
+# -- reading the run folder (through RunStore only) --------------------------------
 
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise RunFolderError(f"{path}: line {exc.lineno}: invalid JSON ({exc.msg})") from None
-
-
-def _iter_jsonl(path: Path) -> Iterator[dict]:
-    try:
-        yield from iter_jsonl(path)
-    except JsonlError as exc:
-        raise RunFolderError(str(exc)) from None
+def open_run(run_dir: Path) -> RunStore:
+    """The :class:`~synthllm.store.RunStore` of an existing run folder (never creates one)."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise RunFolderError(f"{run_dir}: run folder not found")
+    return RunStore(run_dir, create=False)
 
 
-def _optional_jsonl(path: Path) -> list[dict] | None:
-    return list(_iter_jsonl(path)) if path.is_file() else None
+def read_manifest(store: RunStore) -> dict:
+    """``manifest.json`` as a dict (``{}`` when absent); a file that is not a JSON object is an :class:`InputError`."""
+    manifest = store.read_json("manifest.json")
+    if manifest is None:
+        return {}
+    if not isinstance(manifest, dict):
+        raise RunFolderError(f"{store.manifest_path}: not a JSON object")
+    return manifest
 
 
-def load_dataset(run_dir: Path) -> list[dict]:
+def load_dataset(run_dir: Path | RunStore) -> list[dict]:
     """Rows of the run's dataset (``dataset.parquet``, else ``dataset.jsonl``).
 
     Parameters
     ----------
-    run_dir : Path
+    run_dir : Path or RunStore
         The run folder.
 
     Returns
     -------
     list of dict
-        One dict per sample, with at least ``level``, ``question`` and ``answer``.
+        One dict per sample (:class:`~synthllm.records.DatasetRow`), with at
+        least ``level``, ``question`` and ``answer``.
     """
-    parquet, jsonl = run_dir / "dataset.parquet", run_dir / "dataset.jsonl"
-    if parquet.is_file():
-        import pyarrow.parquet as pq
-
-        rows = pq.read_table(parquet).to_pylist()
-        source = parquet
-    elif jsonl.is_file():
-        rows = list(_iter_jsonl(jsonl))
-        source = jsonl
-    else:
-        raise RunFolderError(f"{run_dir}: no dataset.parquet or dataset.jsonl (is this a finished run folder?)")
+    store = run_dir if isinstance(run_dir, RunStore) else open_run(run_dir)
+    rows = store.dataset_parquet_rows()
+    source = store.root / "dataset.parquet"
+    if rows is None:
+        source = store.root / "dataset.jsonl"
+        if not source.is_file():
+            raise RunFolderError(f"{store.root}: no dataset.parquet or dataset.jsonl (is this a finished run folder?)")
+        rows = store.dataset_rows()
     for number, row in enumerate(rows, start=1):
         missing = [key for key in ("level", "question", "answer") if row.get(key) is None]
         if missing:
@@ -83,16 +94,10 @@ def load_dataset(run_dir: Path) -> list[dict]:
     return rows
 
 
-def load_documents(run_dir: Path) -> list[dict]:
-    """Input documents of the run (``stages/documents/*.jsonl``, rejects excluded)."""
-    folder = run_dir / "stages" / "documents"
-    if not folder.is_dir():
-        return []
-    documents = []
-    for path in sorted(folder.glob("*.jsonl")):
-        if not path.name.endswith(".rejects.jsonl"):
-            documents.extend(record for record in _iter_jsonl(path) if record.get("text"))
-    return documents
+def load_documents(run_dir: Path | RunStore) -> list[dict]:
+    """Input documents of the run (committed ``documents`` shards), with their ``meta``."""
+    store = run_dir if isinstance(run_dir, RunStore) else open_run(run_dir)
+    return [document for document in store.iter_records("documents") if document.get("text")]
 
 
 # -- sections -------------------------------------------------------------------
@@ -282,31 +287,126 @@ def divergence_section(rows: list[dict], documents: list[dict], removed: list[di
     return section
 
 
-def quality_section(run_dir: Path) -> dict:
-    """Summaries of ``quality/dedup.jsonl``, ``quality/decontam.jsonl`` and ``quality/filter.json``."""
-    folder = run_dir / "quality"
+def _reason(row: dict) -> dict:
+    """What a removed row matched: its ``reason``; a run folder from before RemovedRow has the match at top level."""
+    reason = row.get("reason")
+    return reason if isinstance(reason, dict) else row
+
+
+def quality_section(store: RunStore, stages: dict | None = None, *, max_examples: int = 5) -> dict:
+    """What curation removed (``quality/dedup.jsonl``, ``quality/decontam.jsonl``) and the document filter.
+
+    Parameters
+    ----------
+    store : RunStore
+        The run folder.
+    stages : dict, optional
+        The manifest's stage counts: a check that ran (``dedup``,
+        ``decontam``) gets its section even when it removed nothing.
+    max_examples : int, default=5
+        Removed rows shown per check.
+
+    Returns
+    -------
+    dict
+        ``dedup`` (``removed``, ``by_level``, ``by_kind``, ``examples``),
+        ``decontam`` (``removed``, ``by_level``, ``by_benchmark``,
+        ``examples``) and ``filter`` (``quality/filter.json``), each only when
+        the run has it.
+    """
     section: dict[str, Any] = {}
-    dedup = _optional_jsonl(folder / "dedup.jsonl")
-    if dedup is not None:
-        by_level = Counter(str(r.get("level")) for r in dedup)
-        section["dedup"] = {"removed": len(dedup), "by_level": dict(sorted(by_level.items())),
-                            "examples": [{"id": r.get("id"), "duplicate_of": r.get("duplicate_of"),
-                                          "question": (r.get("question") or "")[:200]} for r in dedup[:5]]}
-    decontam = _optional_jsonl(folder / "decontam.jsonl")
-    if decontam is not None:
-        by_benchmark = Counter(str(r.get("benchmark")) for r in decontam)
-        section["decontam"] = {"removed": len(decontam), "by_benchmark": dict(by_benchmark.most_common()),
-                               "examples": [{"id": r.get("id"), "benchmark": r.get("benchmark"),
-                                             "question": (r.get("question") or "")[:200]}
-                                            for r in decontam[:5]]}
-    if (folder / "filter.json").is_file():
-        section["filter"] = _read_json(folder / "filter.json")
+    dedup, decontam = store.removed("dedup"), store.removed("decontam")
+    filter_summary = store.read_json("quality/filter.json")
+    stages = stages or {}
+    if dedup or "dedup" in stages:
+        section["dedup"] = {
+            "removed": len(dedup),
+            "by_level": dict(sorted(Counter(str(r.get("level")) for r in dedup).items())),
+            "by_kind": dict(Counter(str(_reason(r).get("kind")) for r in dedup).most_common()),
+            "examples": [{"id": r.get("id"), "level": r.get("level"), "question": (r.get("question") or "")[:300],
+                          "duplicate_of": _reason(r).get("duplicate_of"),
+                          "similarity": _reason(r).get("similarity"), "kind": _reason(r).get("kind")}
+                         for r in dedup[:max_examples]],
+        }
+    if decontam or "decontam" in stages:
+        section["decontam"] = {
+            "removed": len(decontam),
+            "benchmarks": (stages.get("decontam") or {}).get("benchmarks"),
+            "by_level": dict(sorted(Counter(str(r.get("level")) for r in decontam).items())),
+            "by_benchmark": dict(Counter(str(_reason(r).get("benchmark")) for r in decontam).most_common()),
+            "examples": [{"id": r.get("id"), "level": r.get("level"), "question": (r.get("question") or "")[:300],
+                          "benchmark": _reason(r).get("benchmark"), "field": _reason(r).get("field"),
+                          "score": _reason(r).get("score"),
+                          "matched_text": (_reason(r).get("matched_text") or "")[:300]}
+                         for r in decontam[:max_examples]],
+        }
+    if filter_summary is not None:
+        section["filter"] = filter_summary
     return section
+
+
+def _first_lines(text: str, title: str | None, *, lines: int = 3, width: int = 240) -> list[str]:
+    """The first non-empty lines of a document, each cut to ``width`` characters; a leading title line is skipped."""
+    found = [line.strip() for line in text.splitlines() if line.strip()]
+    if title and found and found[0] == title.strip():
+        found = found[1:]
+    return [line if len(line) <= width else line[: width - 1] + "…" for line in found[:lines]]
+
+
+def sample_browser(rows: list[dict], documents: list[dict], *, per_level: int = 8, seed: int = 0) -> dict:
+    """A seeded sample of rows per level, with their source documents, for reading by eye.
+
+    Parameters
+    ----------
+    rows : list of dict
+        Dataset rows.
+    documents : list of dict
+        Input documents (``id``, ``text``, ``meta``); a document's title is
+        ``meta["title"]`` when the corpus had one.
+    per_level : int, default=8
+        Rows shown per level (all of them when a level has fewer).
+    seed : int, default=0
+        Seed of the sampling.
+
+    Returns
+    -------
+    dict
+        ``{"per_level", "seed", "levels": {level: {"n", "rows": [...]}}}``;
+        each row has ``id, question, answer, final_answer, agreement,
+        concepts, walk`` and ``sources`` (``id``, ``title``, ``first_lines``;
+        ``found`` is false for an id not among the documents).
+    """
+    rng = np.random.default_rng(seed)
+    by_id = {document["id"]: document for document in documents}
+    levels: dict[str, dict] = {}
+    for level in LEVELS:
+        indices = [i for i, row in enumerate(rows) if row["level"] == level]
+        if not indices:
+            continue
+        chosen = indices if len(indices) <= per_level else \
+            [indices[i] for i in sorted(rng.choice(len(indices), size=per_level, replace=False))]
+        shown = []
+        for index in chosen:
+            row = rows[index]
+            sources = []
+            for doc_id in row.get("source_doc_ids") or []:
+                document = by_id.get(doc_id)
+                if document is None:
+                    sources.append({"id": doc_id, "title": None, "first_lines": [], "found": False})
+                    continue
+                title = (document.get("meta") or {}).get("title")
+                title = str(title) if title else None
+                sources.append({"id": doc_id, "title": title, "found": True,
+                                "first_lines": _first_lines(document["text"], title)})
+            shown.append({key: row.get(key) for key in ("id", "question", "answer", "final_answer", "agreement",
+                                                          "concepts", "walk")} | {"sources": sources})
+        levels[str(level)] = {"n": len(indices), "rows": shown}
+    return {"per_level": per_level, "seed": seed, "levels": levels}
 
 
 def build_report(run_dir: Path, *, lm: bool = True, lm_model: str | None = None, max_embed: int = 2000,
                  max_divergence: int = 500, max_lm_texts: int = 32, max_lm_tokens: int = 128,
-                 seed: int = 0, embedder: str = "all-MiniLM-L6-v2") -> dict:
+                 seed: int = 0, embedder: str = "all-MiniLM-L6-v2", browse_per_level: int = 8) -> dict:
     """Compute every number of the report for one run folder.
 
     Parameters
@@ -328,27 +428,27 @@ def build_report(run_dir: Path, *, lm: bool = True, lm_model: str | None = None,
         Seed of every sampling step.
     embedder : str, default="all-MiniLM-L6-v2"
         Sentence-transformers model for all embeddings.
+    browse_per_level : int, default=8
+        Rows per level in the sample browser.
 
     Returns
     -------
     dict
         The report (what ``report.json`` holds).
     """
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise RunFolderError(f"{run_dir}: run folder not found")
-    manifest = _read_json(run_dir / "manifest.json") if (run_dir / "manifest.json").is_file() else {}
-    rows = load_dataset(run_dir)
-    documents = load_documents(run_dir)
-    quality = quality_section(run_dir)
-    removed = (_optional_jsonl(run_dir / "quality" / "dedup.jsonl") or []) + \
-              (_optional_jsonl(run_dir / "quality" / "decontam.jsonl") or [])
+    store = open_run(run_dir)
+    manifest = read_manifest(store)
+    rows = load_dataset(store)
+    documents = load_documents(store)
+    quality = quality_section(store, manifest.get("stages"))
+    removed = store.removed("dedup") + store.removed("decontam")
+    coverage = store.read_json("graph/coverage.json")
     report: dict[str, Any] = {
-        "run_dir": str(run_dir.resolve()),
+        "run_dir": str(store.root.resolve()),
         "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "settings": {"lm": lm, "lm_model": lm_model or "smollm2-135m-instruct (embedded)", "max_embed": max_embed,
                      "max_divergence": max_divergence, "max_lm_texts": max_lm_texts,
-                     "max_lm_tokens": max_lm_tokens, "seed": seed},
+                     "max_lm_tokens": max_lm_tokens, "seed": seed, "browse_per_level": browse_per_level},
         "counts": {
             "dataset_rows": len(rows),
             "manifest_dataset_rows": manifest.get("dataset_rows"),
@@ -360,8 +460,7 @@ def build_report(run_dir: Path, *, lm: bool = True, lm_model: str | None = None,
         "lengths": length_section(rows),
     }
     report["diversity"], _ = diversity_section(rows, max_per_level=max_embed, seed=seed, embedder=embedder)
-    coverage_path = run_dir / "graph" / "coverage.json"
-    report["coverage"] = _read_json(coverage_path) if coverage_path.is_file() else None
+    report["coverage"] = coverage
     report["divergence"] = divergence_section(rows, documents, removed, max_per_side=max_divergence,
                                               seed=seed, embedder=embedder)
     if lm and rows and documents:
@@ -375,6 +474,7 @@ def build_report(run_dir: Path, *, lm: bool = True, lm_model: str | None = None,
     else:
         report["entropy"] = {"skipped": "--no-lm" if not lm else "needs documents and samples"}
     report["quality"] = quality
+    report["samples"] = sample_browser(rows, documents, per_level=browse_per_level, seed=seed)
     report["figures"] = [
         {"id": "stage_counts", "title": "Records in and out of each stage", "data": "counts.stages"},
         {"id": "lengths", "title": "Question and answer lengths per level", "data": "lengths.levels"},
@@ -399,98 +499,42 @@ def _finite(value: Any) -> Any:
 
 # -- rendering ------------------------------------------------------------------
 
-def _png(figure) -> str:
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=100)
-    import matplotlib.pyplot as plt
+def fmt(value: Any) -> str:
+    """A cell's text: ``–`` for missing, 4 significant digits for floats, JSON (cut) for lists and dicts.
 
-    plt.close(figure)
-    return base64.b64encode(buffer.getvalue()).decode("ascii")
-
-
-def _plots(report: dict) -> dict[str, str]:
-    """Base64 PNGs of the report's figures, drawn from the report dictionary only."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    images: dict[str, str] = {}
-    stages = report["counts"]["stages"]
-    if stages:
-        names = list(stages)
-        figure, axis = plt.subplots(figsize=(9, 3.2), constrained_layout=True)
-        positions = np.arange(len(names))
-        axis.bar(positions - 0.2, [stages[n].get("in", 0) or 0 for n in names], 0.4, label="in")
-        axis.bar(positions + 0.2, [stages[n].get("out", 0) or 0 for n in names], 0.4, label="out")
-        axis.set_xticks(positions, names, rotation=20)
-        axis.set_ylabel("records")
-        axis.legend()
-        images["stage_counts"] = _png(figure)
-    levels = report["lengths"]["levels"]
-    if levels:
-        figure, axes = plt.subplots(1, 2, figsize=(10, 3.2), constrained_layout=True)
-        for axis, part in zip(axes, ("question", "answer")):
-            for level, parts in levels.items():
-                hist = parts[part].get("hist")
-                if hist:
-                    labels = [f"<{e}" for e in hist["edges"][1:]]
-                    axis.plot(labels, hist["counts"], marker="o", label=f"Level-{level}")
-            axis.set_title(f"{part} length (tokens)")
-            axis.set_ylabel("samples")
-            axis.tick_params(axis="x", labelrotation=45)
-            axis.legend()
-        images["lengths"] = _png(figure)
-    diversity_levels = report["diversity"]["levels"]
-    if any(level["within_source"]["n_pairs"] for level in diversity_levels.values()):
-        figure, axis = plt.subplots(figsize=(7, 3.4), constrained_layout=True)
-        for level, data in diversity_levels.items():
-            hist = data["within_source"]
-            if hist["n_pairs"]:
-                edges = np.asarray(hist["edges"])
-                density = np.asarray(hist["counts"]) / (hist["n_pairs"] * np.diff(edges))
-                axis.step(edges[:-1], density, where="post", label=f"Level-{level} ({hist['n_pairs']} pairs)")
-        axis.set_xlabel("cosine similarity of two questions from the same source")
-        axis.set_ylabel("density")
-        axis.legend()
-        images["diversity"] = _png(figure)
-    return images
-
-
-def _fmt(value: Any) -> str:
+    Not escaped: the template's autoescape does that, once.
+    """
     if value is None:
         return "–"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
     if isinstance(value, float):
         return f"{value:.4g}"
     if isinstance(value, (dict, list)):
-        return html.escape(json.dumps(value, ensure_ascii=False)[:300])
-    return html.escape(str(value))
+        return json.dumps(value, ensure_ascii=False)[:300]
+    return str(value)
 
 
-def _table(header: list[str], rows: list[list[Any]]) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{_fmt(cell)}</td>" for cell in row) + "</tr>" for row in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+def _environment():
+    try:
+        import jinja2
+    except ImportError:
+        from ..errors import MissingDependency
 
-
-def _key_values(data: dict) -> str:
-    return _table(["quantity", "value"], [[key, value] for key, value in data.items()])
-
-
-CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1100px;
-color:#1d2330;line-height:1.45;padding:0 1em}
-h1{font-size:1.6em;margin-bottom:.2em}h2{border-bottom:2px solid #d9dee8;padding-bottom:.2em;margin-top:1.6em}
-table{border-collapse:collapse;margin:.6em 0;font-size:.9em}
-th,td{border:1px solid #d9dee8;padding:.3em .6em;text-align:left;vertical-align:top}
-th{background:#f1f4f9}td{font-variant-numeric:tabular-nums}
-.meta{color:#5b6475;font-size:.9em}.note{color:#5b6475;font-size:.85em;max-width:60em}
-img{max-width:100%;border:1px solid #e5e8ef;margin:.4em 0}
-"""
+        raise MissingDependency("the report needs jinja2: pip install 'synthllm[analysis]'") from None
+    environment = jinja2.Environment(loader=jinja2.PackageLoader("synthllm.analysis", "templates"),
+                                     autoescape=True, undefined=jinja2.StrictUndefined,
+                                     trim_blocks=True, lstrip_blocks=True)
+    environment.filters["fmt"] = fmt
+    environment.filters["pick"] = lambda mapping, keys: [mapping.get(key) for key in keys]
+    return environment
 
 
 def render_html(report: dict) -> str:
     """Self-contained HTML page for a report dictionary from :func:`build_report`.
+
+    Rendered from ``templates/report.html.j2`` with autoescape; a
+    ``report["grounding"]`` section, when present, is shown too.
 
     Parameters
     ----------
@@ -502,121 +546,11 @@ def render_html(report: dict) -> str:
     str
         The page (inline CSS, base64 PNG figures, no external URLs).
     """
-    images = _plots(report)
+    from .plots import figures
+
     titles = {figure["id"]: figure["title"] for figure in report["figures"]}
-    figure = lambda key: (f'<figure><img alt="{html.escape(titles[key])}" src="data:image/png;base64,'  # noqa: E731
-                          f'{images[key]}"><figcaption class="note">{html.escape(titles[key])} '
-                          f'(numbers: report.json)</figcaption></figure>') if key in images else ""
-    counts = report["counts"]
-    parts = [f"<h1>synthllm run report</h1><p class='meta'>{_fmt(report['run_dir'])} · "
-             f"generated {_fmt(report['generated_at'])}</p>"]
-
-    parts.append("<h2>Counts</h2>")
-    parts.append(_table(["dataset rows", "Level-1", "Level-2", "Level-3", "input documents"],
-                        [[counts["dataset_rows"], *counts["by_level"].values(), counts["documents"]]]))
-    if counts["stages"]:
-        keys = ["in", "ok", "out", "unsuitable", "unparsable", "failed", "prompt_tokens", "completion_tokens"]
-        parts.append(_table(["stage", *keys], [[name, *(stage.get(k) for k in keys)]
-                                               for name, stage in counts["stages"].items()]))
-    parts.append(figure("stage_counts"))
-
-    parts.append("<h2>Lengths</h2>")
-    length_rows = [[f"Level-{level}", part, s.get("n"), s.get("mean"), s.get("median"), s.get("p90"), s.get("max")]
-                   for level, partsummary in report["lengths"]["levels"].items()
-                   for part, s in partsummary.items()]
-    parts.append(_table(["level", "text", "n", "mean", "median", "p90", "max"], length_rows))
-    parts.append(f"<p class='note'>Unit: {_fmt(report['lengths']['unit'])}.</p>")
-    parts.append(figure("lengths"))
-
-    div = report["diversity"]
-    parts.append("<h2>Diversity</h2>")
-    rows = [[f"Level-{level}", d["n_questions"], d["n_embedded"], d["n_sources"], d["within_source"]["n_pairs"],
-             d["within_source"]["mean"], d["within_source"]["median"], d["mean_pairwise_cosine"], d["vendi"],
-             *d["distinct"].values()] for level, d in div["levels"].items()]
-    if "overall" in div:
-        o = div["overall"]
-        rows.append(["all", counts["dataset_rows"], o["n_embedded"], None, None, None, None,
-                     o["mean_pairwise_cosine"], o["vendi"], *o["distinct"].values()])
-    parts.append(_table(["level", "questions", "embedded", "sources", "same-source pairs", "same-source mean cos",
-                         "same-source median cos", "mean pairwise cos", "Vendi", "distinct-1", "distinct-2",
-                         "distinct-3"], rows))
-    parts.append(f"<p class='note'>Embedder: {_fmt(div['embedder'])}. Vendi score with the cosine kernel "
-                 "(effective number of distinct questions). Lower similarity = more diverse.</p>")
-    parts.append(figure("diversity"))
-
-    parts.append("<h2>Concept coverage</h2>")
-    coverage = report["coverage"]
-    if coverage:
-        cov_rows = [[name, part.get("total"), part.get("used"), part.get("share"), part.get("gini")]
-                    for name, part in coverage.items() if isinstance(part, dict) and "total" in part]
-        parts.append(_table(["nodes", "total", "used", "share used", "Gini of use"], cov_rows))
-        others = {k: v for k, v in coverage.items() if not (isinstance(v, dict) and "total" in v)}
-        if others:
-            parts.append(_key_values(others))
-        most_used = (coverage.get("concepts") or {}).get("most_used")
-        if most_used:
-            parts.append(_table(["most used concept", "walks"], [[m.get("name"), m.get("walks")] for m in most_used]))
-    else:
-        parts.append("<p>No graph/coverage.json in this run.</p>")
-
-    parts.append("<h2>Entropy and information (reference LM)</h2>")
-    entropy = report["entropy"]
-    if "skipped" in entropy:
-        parts.append(f"<p>Skipped: {_fmt(entropy['skipped'])}.</p>")
-    else:
-        parts.append(_table(["quantity", "estimates", "value (nats/token)"], [
-            ["H(anchor)", "H(S_anchor): NLL of input documents", entropy["H_anchor"]],
-            ["H(generated)", "H(S_gen): NLL of question + answer", entropy["H_generated"]],
-            ["ΔH", "faithfulness ΔH = H(S_anchor) − H(S_gen)", entropy["delta_H"]],
-            ["H(answer)", "NLL of answers after 'Answer:'", entropy["H_answer"]],
-            ["H(answer | question)", "ΔI proxy: information beyond the prompt", entropy["H_answer_given_question"]],
-            ["PMI(answer; question)", "what the question explains of the answer", entropy["pmi_answer_question"]],
-        ]))
-        parts.append(f"<p class='note'>Reference LM: {_fmt(report['settings']['lm_model'])}; texts per set "
-                     f"{_fmt(entropy['n_texts'])}, truncated to {entropy['max_tokens']} tokens; scored tokens "
-                     f"{_fmt(entropy['tokens'])}.</p>")
-
-    parts.append("<h2>Distribution divergence</h2>")
-    divergence = report["divergence"]
-    div_rows = []
-    for name, label in (("anchor_vs_generated", "D_TV(D, D_M): documents vs generated"),
-                        ("raw_vs_curated", "D_TV(D_M, D_gen): raw vs curated")):
-        entry = divergence[name]
-        if "skipped" in entry:
-            div_rows.append([label, None, None, None, None, f"skipped: {entry['skipped']}"])
-        elif name == "anchor_vs_generated":
-            c, m = entry["classifier"], entry["mmd"]
-            div_rows.append([label, c["tv"], f"[{c['tv_low']:.3f}, {c['tv_high']:.3f}]", c["accuracy"],
-                             m["mmd2"], f"n={c['n_per_side']}/side, MMD p={_fmt(m['p_value'])}"])
-        else:
-            c, m = entry["removed_vs_kept"], entry["mmd_removed_vs_kept"]
-            div_rows.append([label, entry["tv"], f"[{entry['tv_low']:.3f}, {entry['tv_high']:.3f}]",
-                             c["accuracy"], m["mmd2"],
-                             f"removed share {entry['removed_share']:.3f} × TV(removed, kept) {c['tv']:.3f}"])
-    parts.append(_table(["term", "TV estimate", "95% interval", "classifier accuracy", "MMD²", "detail"], div_rows))
-    parts.append("<p class='note'>TV ≈ max(0, 2·accuracy − 1) of a cross-validated logistic regression on "
-                 "sentence embeddings (a lower bound); MMD² with an RBF kernel (median heuristic), unbiased, "
-                 "with a permutation p-value. Documents and QA pairs differ in form, so the anchor-vs-generated "
-                 "TV is large whenever the classifier can see the format.</p>")
-
-    parts.append("<h2>Curation</h2>")
-    quality = report["quality"]
-    if not quality:
-        parts.append("<p>No quality/ folder in this run.</p>")
-    if "dedup" in quality:
-        parts.append(_table(["near-duplicates removed", "by level"],
-                            [[quality["dedup"]["removed"], quality["dedup"]["by_level"]]]))
-    if "decontam" in quality:
-        parts.append(_table(["contaminated removed", "by benchmark"],
-                            [[quality["decontam"]["removed"], quality["decontam"]["by_benchmark"]]]))
-    if "filter" in quality:
-        filter_summary = quality["filter"]
-        parts.append("<p class='note'>Document filter (quality/filter.json):</p>")
-        parts.append(_key_values(filter_summary) if isinstance(filter_summary, dict) else f"<p>{_fmt(filter_summary)}</p>")
-
-    body = "\n".join(parts)
-    return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>synthllm report</title>"
-            f"<style>{CSS}</style></head><body>{body}</body></html>")
+    return _environment().get_template("report.html.j2").render(
+        report=report, images=figures(report), titles=titles)
 
 
 def write_report(run_dir: Path, *, lm: bool = True, out_dir: Path | None = None, **options) -> dict:
@@ -632,16 +566,19 @@ def write_report(run_dir: Path, *, lm: bool = True, out_dir: Path | None = None,
         Where to write the two files (default: ``run_dir``).
     **options
         Passed to :func:`build_report` (``lm_model``, ``max_embed``,
-        ``max_divergence``, ``max_lm_texts``, ``max_lm_tokens``, ``seed``, ``embedder``).
+        ``max_divergence``, ``max_lm_texts``, ``max_lm_tokens``, ``seed``,
+        ``embedder``, ``browse_per_level``).
 
     Returns
     -------
     dict
         The report.
     """
+    from ..store import atomic_write_text
+
     report = build_report(Path(run_dir), lm=lm, **options)
     target = Path(out_dir) if out_dir else Path(run_dir)
     target.mkdir(parents=True, exist_ok=True)
-    (target / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False), encoding="utf-8")
-    (target / "report.html").write_text(render_html(report), encoding="utf-8")
+    atomic_write_text(target / "report.json", json.dumps(report, indent=2, ensure_ascii=False))
+    atomic_write_text(target / "report.html", render_html(report))
     return report
