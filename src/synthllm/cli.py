@@ -58,13 +58,19 @@ def _run(run_dir: Path, config: Config, until: str | None = None, levels=(1, 2, 
 
 
 def _write_report(run_dir: Path, config: Config) -> None:
+    """report.html / report.json, then the dataset card (README.md), which reads the report."""
+    from .errors import MissingDependency
+
     try:
         from .analysis import write_report
-    except ImportError as exc:  # the analysis extra is optional
-        console.print(f"[yellow]report skipped: {exc}[/]")
-        return
-    write_report(run_dir, lm=config.report.lm)
-    console.print(f"report: {run_dir / 'report.html'}")
+
+        write_report(run_dir, lm=config.report.lm)
+        console.print(f"report: {run_dir / 'report.html'}")
+        from .card import write_card
+
+        console.print(f"dataset card: {write_card(run_dir)}")
+    except (ImportError, MissingDependency) as exc:  # the analysis and hub extras are optional
+        console.print(f"[yellow]report or card skipped: {exc}[/]")
 
 
 def _print_outcome(run_dir: Path, manifest: dict) -> None:
@@ -208,7 +214,9 @@ def _mount_optional_commands() -> None:
 
     app.command("report")(report_command)
     app.command("gmm")(gmm)
-    app.add_typer(__import__("synthllm.card_cli", fromlist=["app"]).app)  # synthllm card, synthllm push
+    from .card_cli import app as card_app
+
+    app.add_typer(card_app)  # synthllm card, synthllm push
 
 
 _mount_step_commands()

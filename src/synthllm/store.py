@@ -46,6 +46,7 @@ def atomic_write_text(path: Path, text: str) -> None:
     except OSError as exc:
         raise _storage_error(path, exc) from None
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; the run's files are as readable as any other
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
             handle.flush()
@@ -63,6 +64,8 @@ def atomic_write_text(path: Path, text: str) -> None:
         os.close(dir_fd)
 
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 _STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG}
 
 
