@@ -506,7 +506,7 @@ class OpenAIBackend:
                     self._token_bucket.give_back(reserve)
                 self._on_retryable(failure, started)
                 if attempt < self.max_retries:
-                    await asyncio.sleep(self._wait(attempt, failure.wait))
+                    await self._sleep_before_retry(self._wait(attempt, failure.wait), failure.reason)
                 continue
             except _Final as failure:
                 await self._release(lease, 0)
@@ -556,18 +556,37 @@ class OpenAIBackend:
         if failure.overload:
             self._gate.on_overload(started)
         self._consecutive_failures += 1
-        now = time.monotonic()
         if self._failing_since is None:
             self._failing_since = started  # the streak began when its first failed attempt was sent
-        silent_for = now - self._failing_since
         logger.info("retryable failure (%d in a row): %s", self._consecutive_failures, failure.reason)
-        if self._consecutive_failures >= self.breaker_failures and silent_for >= self.breaker_seconds:
+        self._check_breaker(failure.reason)
+
+    def _check_breaker(self, reason: str) -> None:
+        """Open the breaker (raise) when the streak is long enough in attempts and in time."""
+        if self._failing_since is None or self._consecutive_failures < self.breaker_failures:
+            return
+        silent_for = time.monotonic() - self._failing_since
+        if silent_for >= self.breaker_seconds:
             raise self._halt(f"{self.base_url or 'OpenAI API'} failed {self._consecutive_failures} attempts in a "
-                             f"row with no success for {silent_for:.0f} s (last error: {failure.reason}); "
-                             "stopping the run")
+                             f"row with no success for {silent_for:.0f} s (last error: {reason}); stopping the run")
+
+    async def _sleep_before_retry(self, wait: float, reason: str) -> None:
+        """The backoff wait, cut short at the moment the breaker's time runs out (checked then): a dead
+        server stops the run about ``breaker_seconds`` after its first failure, not a whole backoff later."""
+        if self._failing_since is not None:
+            deadline = self._failing_since + self.breaker_seconds - time.monotonic()
+            if 0 <= deadline < wait:
+                await asyncio.sleep(deadline + 0.01)
+                self._check_breaker(reason)
+                wait -= deadline + 0.01
+        await asyncio.sleep(max(0.0, wait))
+        if self._halted is not None:
+            raise self._halted
 
     def _halt(self, message: str) -> BackendUnavailable:
         """Remember that this call must stop, so queued requests are not sent; return the exception."""
+        if self._halted is not None:  # already open: said once
+            return self._halted
         self._halted = BackendUnavailable(self._scrub(message))
         logger.warning("%s", self._halted)
         return self._halted
