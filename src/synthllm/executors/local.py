@@ -247,6 +247,27 @@ def run_pipelined(stage: ModelStage, todo, store: RunStore, backend, cache: Resp
                 future.cancel()
 
 
+def prefetch(stage: ModelStage, shards: list, backend: Backend, cache: ResponseCache) -> int:
+    """Put the replies to every uncached request of ``shards`` into the cache with one ``generate`` call.
+
+    For batch backends (``batch_mode``: OpenAI's Batch API, ``vllm run-batch``), which are cheap
+    per request but slow per call: the whole stage goes out as one job (the backend splits it into
+    files and keeps the job ids, so a killed run polls the same job); the shards then replay from
+    the cache as usual. Returns the number of requests sent.
+    """
+    requests = {}
+    for _shard, load, _size in shards:
+        for record in load():
+            for request in stage_requests(stage, record):
+                requests.setdefault(request.cache_key(backend.model_name), request)
+    cached = cache.get_many(requests)
+    missing = [(key, request) for key, request in requests.items() if key not in cached]
+    if missing:
+        replies = backend.generate([request for _, request in missing])
+        cache.put_many((key, backend.model_name, reply) for (key, _), reply in zip(missing, replies))
+    return len(missing)
+
+
 def pending_shards(stage_name: str, shards: ShardSource, store: RunStore, this_run: dict,
                    progress: StageProgress | None = None, should_stop: Callable[[], bool] | None = None):
     """The shards still to run, for any executor.
@@ -305,6 +326,11 @@ class LocalExecutor(Executor):
         first = next(todo, None)
         if first is not None:
             todo = itertools.chain([first], todo)
+            if getattr(self.backend, "batch_mode", False):  # one batch job for the whole stage, then a replay
+                todo = list(todo)
+                # the replies then arrive through the cache: the shards count them as `cached`
+                this_run["batch_requests"] = prefetch(stage, todo, self.backend, self.cache)
+                todo = iter(todo)
             if callable(getattr(self.backend, "submit", None)):
                 results = run_pipelined(stage, todo, store, self.backend, self.cache, extra_fields, progress)
             else:
