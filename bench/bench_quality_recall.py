@@ -113,18 +113,12 @@ def change_numbers(text: str, rng: random.Random) -> str:
                   text)
 
 
-def reorder_sentences(text: str, rng: random.Random) -> str:
-    """Two adjacent sentences swapped, or (one or two sentences) two adjacent word pairs swapped."""
-    sentences = re.split(r"(?<=[.?!])\s+", text.strip())
-    if len(sentences) >= 3:
-        i = rng.randrange(len(sentences) - 2)
-        sentences[i], sentences[i + 1] = sentences[i + 1], sentences[i]
-        return " ".join(sentences)
-    words = text.split()
-    for _ in range(2 if len(words) >= 2 else 0):
-        i = rng.randrange(len(words) - 1)
-        words[i], words[i + 1] = words[i + 1], words[i]
-    return " ".join(words)
+def reorder_sentences(text: str, rng: random.Random) -> str | None:
+    """The last sentence moved to the front (``None`` for a one-sentence text: nothing to reorder)."""
+    sentences = [s for s in re.split(r"(?<=[.?!])\s+(?=[A-Z])", text.strip()) if s]
+    if len(sentences) < 2:
+        return None
+    return " ".join(sentences[-1:] + sentences[:-1])
 
 
 def wrap(text: str, rng: random.Random) -> str:
@@ -226,16 +220,19 @@ def run_decontam(data_dir: Path, seed: int, n_items: int, repeats: int) -> None:
     print(f"  {'edit':<17} {'GSM8K before':>12} {'after':>6}   {'MATH before':>11} {'after':>6}")
     chosen = {name: rng.sample(rows, n_items) for name, rows in items.items()}
     for edit_name, edit in edits.items():
-        cells = []
+        cells, counts = [], {}
         for bench in ("gsm8k", "math"):
             edit_rng = random.Random(f"{seed}/{edit_name}/{bench}")
-            texts = [edit(text, edit_rng) for _, text in chosen[bench]]
+            edited = [(item_id, edit(text, edit_rng)) for item_id, text in chosen[bench]]
+            edited = [(item_id, text) for item_id, text in edited if text is not None]
+            counts[bench] = len(edited)
             for label in ("before", "after"):
-                matches = versions[label].check(texts)
+                matches = versions[label].check([text for _, text in edited])
                 caught = [m is not None and m["benchmark"] == bench and m["benchmark_id"] == item_id
-                          for m, (item_id, _) in zip(matches, chosen[bench])]
+                          for m, (item_id, _) in zip(matches, edited)]
                 cells.append(float(np.mean(caught)))
-        print(f"  {edit_name:<17} {cells[0]:>12.3f} {cells[1]:>6.3f}   {cells[2]:>11.3f} {cells[3]:>6.3f}")
+        print(f"  {edit_name:<17} {cells[0]:>12.3f} {cells[1]:>6.3f}   {cells[2]:>11.3f} {cells[3]:>6.3f}   "
+              f"(problems: GSM8K {counts['gsm8k']}, MATH {counts['math']})")
     paragraphs, formula_sentences = openstax_texts(data_dir)
     train = read_jsonl(data_dir / "gsm8k" / "train.jsonl")
     train_texts = [row[key] for row in train for key in ("question", "answer")]

@@ -111,13 +111,30 @@ def shared_data_dir() -> Path | None:
     return next((path for path in candidates if path.is_dir()), None)
 
 
+#: the SPEC's decontamination benchmarks: (name, file under the shared data folder, fields, id field)
+SHARED_BENCHMARKS = (
+    ("gsm8k", "gsm8k/test.jsonl", ["question", "answer"], None),
+    ("math", "math/test.jsonl", ["problem", "solution"], "idx"),
+    ("minerva_math", "minerva_math/test.jsonl", ["problem", "solution"], "idx"),
+    ("olympiadbench", "olympiadbench/test.jsonl", ["question", "solution", "final_answer"], "id"),
+    ("college_math", "college_math/test.jsonl", ["question", "answer"], None),
+    ("gaokao2023en", "gaokao2023en/test.jsonl", ["question", "answer"], None),
+)
+
+
 def shared_benchmark_specs(data_dir: Path | None = None) -> list[BenchmarkSpec]:
-    """GSM8K test and MATH test from the shared data folder, where present.
+    """The SPEC's six decontamination benchmarks found in the shared data folder.
+
+    GSM8K test, MATH test, Minerva-Math, OlympiadBench, CollegeMath and
+    Gaokao-2023-En (:data:`SHARED_BENCHMARKS`), each when its file exists.
+    They are read at run time, never shipped with the package.
 
     Parameters
     ----------
     data_dir : Path or None, default=None
-        Folder holding ``gsm8k/test.jsonl`` and ``math/test.jsonl``;
+        Folder holding ``gsm8k/test.jsonl``, ``math/test.jsonl``,
+        ``minerva_math/test.jsonl``, ``olympiadbench/test.jsonl``,
+        ``college_math/test.jsonl`` and ``gaokao2023en/test.jsonl``;
         ``None`` uses :func:`shared_data_dir`.
 
     Returns
@@ -128,10 +145,8 @@ def shared_benchmark_specs(data_dir: Path | None = None) -> list[BenchmarkSpec]:
     data_dir = Path(data_dir) if data_dir is not None else shared_data_dir()
     if data_dir is None:
         return []
-    specs = [
-        BenchmarkSpec("gsm8k", data_dir / "gsm8k" / "test.jsonl", ["question", "answer"]),
-        BenchmarkSpec("math", data_dir / "math" / "test.jsonl", ["problem", "solution"], id_field="idx"),
-    ]
+    specs = [BenchmarkSpec(name, data_dir / relative, list(fields), id_field)
+             for name, relative, fields, id_field in SHARED_BENCHMARKS]
     return [spec for spec in specs if Path(spec.path).is_file()]
 
 
@@ -319,7 +334,7 @@ class Decontaminator:
     def __init__(self, specs: list[BenchmarkSpec], ngram: int = 13, verify_ngram: int = 6,
                  min_coverage: float = 0.7, min_span: int = 50, common_items: int = 3,
                  min_distinctive: float = 0.4, min_prose: float = 0.5, min_shared: int = 3,
-                 max_candidates: int = 5, batch_chars: int = 4_000_000):
+                 max_candidates: int = 5, formula_coverage: float = 0.9, formula_min_tokens: int = 8, min_short_run: int = 4, batch_chars: int = 4_000_000):
         if not specs:
             raise ValueError("no benchmarks to decontaminate against")
         if verify_ngram > ngram:
@@ -334,6 +349,9 @@ class Decontaminator:
         self.min_shared = min_shared
         self.min_prose = min_prose
         self.max_candidates = max_candidates
+        self.formula_coverage = formula_coverage
+        self.formula_min_tokens = formula_min_tokens
+        self.min_short_run = min_short_run
         self.batch_chars = batch_chars
         self.n_items: dict[str, int] = {}
         self._entries: list[_Entry] = []
@@ -341,7 +359,7 @@ class Decontaminator:
         self._build()
 
     def _build(self) -> None:
-        texts, items = [], []
+        texts, items, primary = [], [], []
         for spec in self.specs:
             rows = read_jsonl(spec.path)
             self.n_items[spec.name] = len(rows)
@@ -352,8 +370,11 @@ class Decontaminator:
                 for field_name in spec.text_fields:
                     if field_name not in row:
                         raise ValueError(f"{spec.path}:{line_index + 1}: no field {field_name!r}")
-                    text = str(row[field_name] or "")
+                    value = row[field_name]
+                    # list fields (OlympiadBench's solutions and final answers) are joined
+                    text = "\n".join(map(str, value)) if isinstance(value, list) else str(value or "")
                     texts.append(text)
+                    primary.append(field_name == spec.text_fields[0])
                     items.append(len(self.n_items) * 10**9 + line_index)
                     self._entries.append(_Entry(spec.name, item_id, field_name, text))
         stream = _TokenStream(texts)
@@ -368,7 +389,14 @@ class Decontaminator:
         # common_items benchmark items): boilerplate and generic formulas propose nothing.
         # long texts: ngram-grams, numbers replaced and kept; mid-length ones:
         # verify_ngram-grams, numbers kept; the shortest: their whole token sequence
-        mid = (stream.counts >= self.verify_ngram) & ~self._entry_is_long
+        # a short answer ("Together, they have 5 + 2 = 7 cards", "$x=2$") is generic: only
+        # the first field of an item (its question or problem) may match when short
+        self._entry_is_primary = np.asarray(primary, dtype=bool)
+        mid = (stream.counts >= self.verify_ngram) & ~self._entry_is_long & self._entry_is_primary
+        # problems that are mostly formula (not prose) get a second look with numbers replaced:
+        # "Find cot(3pi/2)" with other numbers is the same exercise when the whole of it matches
+        self._entry_is_formula = ((stream.counts >= max(self.formula_min_tokens, self.verify_ngram))
+                                  & self._entry_is_primary & ~self._entry_is_prose)
         # (n, numbers replaced, distinct hits a candidate needs, index)
         self._indexes = [
             (self.ngram, True, 1, self._index(stream, self.ngram, True, self._entry_is_long, entry_items)),
@@ -376,9 +404,22 @@ class Decontaminator:
             (self.verify_ngram, True, self.min_shared, self._index(stream, self.verify_ngram, True,
                                                                   self._entry_is_prose, entry_items)),
             (self.verify_ngram, False, 1, self._index(stream, self.verify_ngram, False, mid, entry_items)),
+            (self.verify_ngram, True, 1, self._index(stream, self.verify_ngram, True, self._entry_is_formula,
+                                                     entry_items)),
         ]
-        for entry_index in np.flatnonzero((stream.counts > 0) & (stream.counts < self.verify_ngram)):
+        for entry_index in np.flatnonzero((stream.counts > 0) & (stream.counts < self.verify_ngram)
+                                          & self._entry_is_primary):
             self._short_texts.setdefault(" ".join(tokenize(texts[entry_index])), int(entry_index))
+        # short problems of 3+ tokens ("Compute $\\tan 45^\\circ$.") are also found inside a longer
+        # text, as one run of all their tokens, numbers kept: length -> (sorted hashes, entries)
+        self._short_runs: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        for length in range(self.min_short_run, self.verify_ngram):
+            chosen = np.flatnonzero((stream.counts == length) & self._entry_is_primary)
+            if len(chosen) == 0:
+                continue
+            run_hashes = _kgram_hashes(stream.raw_hashes, length)[stream.offsets[chosen]]
+            order = np.argsort(run_hashes, kind="stable")
+            self._short_runs[length] = (run_hashes[order], chosen[order])
         # k-grams of every benchmark text, with numbers kept and replaced, for the verification
         k = self.verify_ngram
         self._bench_raw = _kgram_hashes(stream.raw_hashes, k)
@@ -387,7 +428,8 @@ class Decontaminator:
         # and mostly prose words
         common = self._common_hashes(stream, k, True, entry_items)
         wordy = np.convolve(stream.is_word.astype(np.int64), np.ones(k, dtype=np.int64), "valid") * 2 >= k
-        self._bench_evidence = ~_member(self._bench_norm, common) & wordy[:len(self._bench_norm)]
+        self._bench_distinctive = ~_member(self._bench_norm, common)
+        self._bench_evidence = self._bench_distinctive & wordy[:len(self._bench_norm)]
 
     def _common_hashes(self, stream: "_TokenStream", ngram: int, numbers_replaced: bool,
                        entry_items: np.ndarray) -> np.ndarray:
@@ -492,20 +534,28 @@ class Decontaminator:
         span = self._longest_runs(raw_flags, segment_starts)
         span = np.where(span > 0, span + k - 1, 0)
         prose = self._entry_is_prose[entries]
-        on_prose = prose[pair_of]
+        formula = self._entry_is_formula[entries]
+        on_masked = (prose | formula)[pair_of]
         norm_found = np.zeros(len(pair_of), dtype=bool)
-        norm_found[on_prose] = _member(self._bench_norm[bench_positions[on_prose]] + text_salt[on_prose],
-                                       sample_norm)
+        norm_found[on_masked] = _member(self._bench_norm[bench_positions[on_masked]] + text_salt[on_masked],
+                                        sample_norm)
         evidence_share, _ = coverage_of(norm_found & self._bench_evidence[bench_positions])
+        distinctive_share, _ = coverage_of(norm_found & self._bench_distinctive[bench_positions])
         norm_coverage, _ = coverage_of(norm_found)
-        coverage = np.where(prose & (evidence_share >= self.min_distinctive),
-                            np.maximum(coverage, norm_coverage), coverage)
+        masked_counts = (prose & (evidence_share >= self.min_distinctive)) | (
+            formula & (norm_coverage >= self.formula_coverage) & (distinctive_share >= self.min_distinctive))
+        raw_coverage = coverage
+        coverage = np.where(masked_counts, np.maximum(coverage, norm_coverage), coverage)
         tiny = lengths < k  # reached only through an exact match of the whole short text
         coverage[tiny] = 1.0
         span[tiny] = lengths[tiny]
         long_entry = self._entry_is_long[entries]
         leak = np.where(long_entry, (coverage >= self.min_coverage) | (span >= self.min_span), coverage >= 1.0)
-        return coverage, span, leak
+        raw_leak = np.where(long_entry, (raw_coverage >= self.min_coverage) | (span >= self.min_span),
+                            raw_coverage >= 1.0)
+        # a formula problem that leaks only with its numbers replaced gets a look at its formulas
+        needs_shape = leak & formula & ~raw_leak & ~tiny
+        return coverage, span, leak, needs_shape
 
     @staticmethod
     def _sample_keys(stream: "_TokenStream", positions: np.ndarray, all_raw: np.ndarray, all_norm: np.ndarray,
@@ -554,13 +604,26 @@ class Decontaminator:
                 if entry_index is not None:
                     tiny_texts.append(position)
                     tiny_entries.append(entry_index)
+            for length, (run_hashes, run_entries) in self._short_runs.items():
+                hashes, first_tokens = stream.ngrams(length, numbers_replaced=False)
+                slots = np.minimum(np.searchsorted(run_hashes, hashes), len(run_hashes) - 1)
+                for token, entry_index in zip(first_tokens[run_hashes[slots] == hashes].tolist(),
+                                              run_entries[slots[run_hashes[slots] == hashes]].tolist()):
+                    position = int(stream.text_of_token[token])
+                    # its formulas must be in the sample as written (numbers kept, spaces aside):
+                    # "Simplify: $\\sqrt{72}$" is not inside "Simplify: $\\sqrt{72n^{7}}$"
+                    if _formulas_within(self._entries[entry_index].text, batch_texts[position], numbers=True):
+                        tiny_texts.append(position)
+                        tiny_entries.append(entry_index)
             pair_texts = np.concatenate([pair_texts, np.asarray(tiny_texts, dtype=np.int64)])
             pair_entries = np.concatenate([pair_entries, np.asarray(tiny_entries, dtype=np.int64)])
             if len(pair_texts) == 0:
                 continue
-            coverage, span, leak = self._verify(stream, pair_texts, pair_entries)
+            coverage, span, leak, needs_shape = self._verify(stream, pair_texts, pair_entries)
             for pair in np.flatnonzero(leak).tolist():
                 position, entry = int(pair_texts[pair]), self._entries[int(pair_entries[pair])]
+                if needs_shape[pair] and not _formulas_within(entry.text, batch_texts[position]):
+                    continue
                 match = {"benchmark": entry.benchmark, "benchmark_id": entry.benchmark_id,
                          "benchmark_field": entry.benchmark_field, "matched_text": entry.text,
                          "score": round(float(coverage[pair]), 4), "longest_span": int(span[pair])}
@@ -607,6 +670,30 @@ class Decontaminator:
                 best[index] = {"id": records[index]["id"], "field": field_name, "text": text, **match}
         kept = [record for index, record in enumerate(records) if index not in best]
         return kept, [best[index] for index in sorted(best)]
+
+
+_MATH_SEGMENT = re.compile(r"\$\$(.+?)\$\$|\$(.+?)\$|\\\[(.+?)\\\]|\\\((.+?)\\\)", re.DOTALL)
+_SPACE = re.compile(r"\s+")
+_DIGITS = re.compile(r"[0-9]+(?:[.,][0-9]+)*")
+
+
+def _shape(text: str, numbers: bool = False) -> str:
+    """Lower-cased text without whitespace, every number one ``0`` unless ``numbers``: what a numbers-changed copy keeps."""
+    text = _SPACE.sub("", text.lower())
+    return text if numbers else _DIGITS.sub("0", text)
+
+
+def _formulas_within(benchmark_text: str, sample_text: str, numbers: bool = False) -> bool:
+    """Whether every formula of the benchmark text (``$...$``, ``\\[...\\]``) has its shape in the sample.
+
+    Operators, brackets and LaTeX layout survive a change of numbers but
+    differ between two exercises of one template (``x^{-2}-6x^{-1}+9`` is not
+    ``x^2 - 4x - 32``, though both are ``x <num> <num> x ...`` as tokens).
+    """
+    sample = _shape(sample_text, numbers)
+    segments = [next(group for group in match.groups() if group is not None)
+                for match in _MATH_SEGMENT.finditer(benchmark_text)]
+    return all(_shape(segment, numbers) in sample for segment in segments if segment.strip())
 
 
 def _batches(texts: list[str], batch_chars: int) -> Iterable[list[int]]:
