@@ -334,7 +334,8 @@ class Decontaminator:
     def __init__(self, specs: list[BenchmarkSpec], ngram: int = 13, verify_ngram: int = 6,
                  min_coverage: float = 0.7, min_span: int = 50, common_items: int = 3,
                  min_distinctive: float = 0.4, min_prose: float = 0.5, min_shared: int = 3,
-                 max_candidates: int = 5, formula_coverage: float = 0.9, formula_min_tokens: int = 8, min_short_run: int = 4, batch_chars: int = 4_000_000):
+                 max_candidates: int = 5, formula_coverage: float = 0.9, formula_min_tokens: int = 10, min_short_run: int = 4, min_answer_tokens: int = 40,
+                 batch_chars: int = 4_000_000):
         if not specs:
             raise ValueError("no benchmarks to decontaminate against")
         if verify_ngram > ngram:
@@ -352,6 +353,7 @@ class Decontaminator:
         self.formula_coverage = formula_coverage
         self.formula_min_tokens = formula_min_tokens
         self.min_short_run = min_short_run
+        self.min_answer_tokens = min_answer_tokens
         self.batch_chars = batch_chars
         self.n_items: dict[str, int] = {}
         self._entries: list[_Entry] = []
@@ -393,16 +395,22 @@ class Decontaminator:
         # the first field of an item (its question or problem) may match when short
         self._entry_is_primary = np.asarray(primary, dtype=bool)
         mid = (stream.counts >= self.verify_ngram) & ~self._entry_is_long & self._entry_is_primary
+        # an answer shorter than min_answer_tokens ("Together, they have 5 + 2 = 7 cards. #### 7")
+        # proposes no candidate: it is found only with its question
+        indexed_long = self._entry_is_long & (self._entry_is_primary | (stream.counts >= self.min_answer_tokens))
         # problems that are mostly formula (not prose) get a second look with numbers replaced:
         # "Find cot(3pi/2)" with other numbers is the same exercise when the whole of it matches
+        has_formula = np.fromiter((_MATH_SEGMENT.search(text) is not None for text in texts), dtype=bool,
+                                  count=len(texts))
         self._entry_is_formula = ((stream.counts >= max(self.formula_min_tokens, self.verify_ngram))
-                                  & self._entry_is_primary & ~self._entry_is_prose)
+                                  & self._entry_is_primary & (~self._entry_is_prose | has_formula))
         # (n, numbers replaced, distinct hits a candidate needs, index)
         self._indexes = [
-            (self.ngram, True, 1, self._index(stream, self.ngram, True, self._entry_is_long, entry_items)),
-            (self.ngram, False, 1, self._index(stream, self.ngram, False, self._entry_is_long, entry_items)),
+            (self.ngram, True, 1, self._index(stream, self.ngram, True, indexed_long, entry_items)),
+            (self.ngram, False, 1, self._index(stream, self.ngram, False, indexed_long, entry_items)),
             (self.verify_ngram, True, self.min_shared, self._index(stream, self.verify_ngram, True,
-                                                                  self._entry_is_prose, entry_items)),
+                                                                  self._entry_is_prose & indexed_long,
+                                                                  entry_items)),
             (self.verify_ngram, False, 1, self._index(stream, self.verify_ngram, False, mid, entry_items)),
             (self.verify_ngram, True, 1, self._index(stream, self.verify_ngram, True, self._entry_is_formula,
                                                      entry_items)),
