@@ -402,6 +402,8 @@ class Decontaminator:
         # "Find cot(3pi/2)" with other numbers is the same exercise when the whole of it matches
         has_formula = np.fromiter((_MATH_SEGMENT.search(text) is not None for text in texts), dtype=bool,
                                   count=len(texts))
+        # short problems holding a formula: a match must hold their formulas too (shapes, numbers masked)
+        self._entry_needs_shape = has_formula & self._entry_is_primary & (stream.counts < 2 * self.ngram)
         self._entry_is_formula = ((stream.counts >= max(self.formula_min_tokens, self.verify_ngram))
                                   & self._entry_is_primary & (~self._entry_is_prose | has_formula))
         # (n, numbers replaced, distinct hits a candidate needs, index)
@@ -561,8 +563,9 @@ class Decontaminator:
         leak = np.where(long_entry, (coverage >= self.min_coverage) | (span >= self.min_span), coverage >= 1.0)
         raw_leak = np.where(long_entry, (raw_coverage >= self.min_coverage) | (span >= self.min_span),
                             raw_coverage >= 1.0)
-        # a formula problem that leaks only with its numbers replaced gets a look at its formulas
-        needs_shape = leak & formula & ~raw_leak & ~tiny
+        # a formula problem that leaks only with its numbers replaced, or a short problem with a
+        # formula, gets a look at its formulas ("Find the domain of the function: <formula>" is generic)
+        needs_shape = leak & ((formula & ~raw_leak) | self._entry_needs_shape[entries]) & ~tiny
         return coverage, span, leak, needs_shape
 
     @staticmethod
