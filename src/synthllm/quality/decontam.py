@@ -400,8 +400,7 @@ class Decontaminator:
         indexed_long = self._entry_is_long & (self._entry_is_primary | (stream.counts >= self.min_answer_tokens))
         # problems that are mostly formula (not prose) get a second look with numbers replaced:
         # "Find cot(3pi/2)" with other numbers is the same exercise when the whole of it matches
-        has_formula = np.fromiter((_MATH_SEGMENT.search(text) is not None for text in texts), dtype=bool,
-                                  count=len(texts))
+        has_formula = np.fromiter((bool(_formula_segments(text)) for text in texts), dtype=bool, count=len(texts))
         # short problems holding a formula: a match must hold their formulas too (shapes, numbers masked)
         self._entry_needs_shape = has_formula & self._entry_is_primary & (stream.counts < 2 * self.ngram)
         self._entry_is_formula = ((stream.counts >= max(self.formula_min_tokens, self.verify_ngram))
@@ -552,7 +551,9 @@ class Decontaminator:
         evidence_share, _ = coverage_of(norm_found & self._bench_evidence[bench_positions])
         distinctive_share, _ = coverage_of(norm_found & self._bench_distinctive[bench_positions])
         norm_coverage, _ = coverage_of(norm_found)
-        masked_counts = (prose & (evidence_share >= self.min_distinctive)) | (
+        # numbers replaced count for problems only: two solutions of one template with other numbers
+        # ("He has $2 in quarters because 8 times .25 equals 2") solve different problems
+        masked_counts = (prose & self._entry_is_primary[entries] & (evidence_share >= self.min_distinctive)) | (
             formula & (norm_coverage >= self.formula_coverage) & (distinctive_share >= self.min_distinctive))
         raw_coverage = coverage
         coverage = np.where(masked_counts, np.maximum(coverage, norm_coverage), coverage)
@@ -685,6 +686,7 @@ class Decontaminator:
 
 _MATH_SEGMENT = re.compile(r"\$\$(.+?)\$\$|\$(.+?)\$|\\\[(.+?)\\\]|\\\((.+?)\\\)", re.DOTALL)
 _SPACE = re.compile(r"\s+")
+_PROSE_RUN = re.compile(r"(?<![\\\w])[A-Za-z]{2,}\s+[A-Za-z]{2,}\s+[A-Za-z]{2,}\b")
 _DIGITS = re.compile(r"[0-9]+(?:[.,][0-9]+)*")
 
 
@@ -702,9 +704,18 @@ def _formulas_within(benchmark_text: str, sample_text: str, numbers: bool = Fals
     ``x^2 - 4x - 32``, though both are ``x <num> <num> x ...`` as tokens).
     """
     sample = _shape(sample_text, numbers)
-    segments = [next(group for group in match.groups() if group is not None)
-                for match in _MATH_SEGMENT.finditer(benchmark_text)]
-    return all(_shape(segment, numbers) in sample for segment in segments if segment.strip())
+    return all(_shape(segment, numbers) in sample for segment in _formula_segments(benchmark_text))
+
+
+def _formula_segments(text: str) -> list[str]:
+    """The formulas of a text: ``$...$``, ``$$...$$``, ``\\[...\\]`` and ``\\(...\\)`` contents.
+
+    A ``$`` pair enclosing three plain words in a row is prose between two
+    dollar amounts (GSM8K's "$2 more than twice ... has $8"), not a formula.
+    """
+    segments = (next(group for group in match.groups() if group is not None)
+                for match in _MATH_SEGMENT.finditer(text))
+    return [segment for segment in segments if segment.strip() and not _PROSE_RUN.search(segment)]
 
 
 def _batches(texts: list[str], batch_chars: int) -> Iterable[list[int]]:
