@@ -230,6 +230,14 @@ class _TokenStream:
 
 
 @dataclass(frozen=True)
+class _TextSpans:
+    """Tokens per benchmark text and the offset of its first token (what verification needs of the stream)."""
+
+    counts: np.ndarray
+    offsets: np.ndarray
+
+
+@dataclass(frozen=True)
 class _Entry:
     benchmark: str
     benchmark_id: str
@@ -380,7 +388,7 @@ class Decontaminator:
                     items.append(len(self.n_items) * 10**9 + line_index)
                     self._entries.append(_Entry(spec.name, item_id, field_name, text))
         stream = _TokenStream(texts)
-        self._stream = stream
+        self._stream = stream  # replaced by its per-text counts and offsets at the end of the build
         self._entry_is_long = stream.counts >= self.ngram
         words = np.bincount(stream.text_of_token, weights=stream.is_word, minlength=len(texts))
         letter_runs = np.bincount(stream.text_of_token, weights=stream.raw_hashes == stream.hashes,
@@ -419,7 +427,7 @@ class Decontaminator:
         for entry_index in np.flatnonzero((stream.counts > 0) & (stream.counts < self.verify_ngram)
                                           & self._entry_is_primary):
             self._short_texts.setdefault(" ".join(tokenize(texts[entry_index])), int(entry_index))
-        # short problems of 3+ tokens ("Compute $\\tan 45^\\circ$.") are also found inside a longer
+        # short problems of min_short_run+ tokens ("Compute $\\tan 45^\\circ$.") are also found inside a longer
         # text, as one run of all their tokens, numbers kept: length -> (sorted hashes, entries)
         self._short_runs: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         for length in range(self.min_short_run, self.verify_ngram):
@@ -439,6 +447,9 @@ class Decontaminator:
         wordy = np.convolve(stream.is_word.astype(np.int64), np.ones(k, dtype=np.int64), "valid") * 2 >= k
         self._bench_distinctive = ~_member(self._bench_norm, common)
         self._bench_evidence = self._bench_distinctive & wordy[:len(self._bench_norm)]
+        # the verification needs only where each benchmark text's tokens lie: keep the index small
+        # (it is pickled to every worker)
+        self._stream = _TextSpans(stream.counts, stream.offsets)
 
     def _common_hashes(self, stream: "_TokenStream", ngram: int, numbers_replaced: bool,
                        entry_items: np.ndarray) -> np.ndarray:
@@ -460,7 +471,7 @@ class Decontaminator:
         # lookups of absent n-grams
         present = np.zeros(1 << _FILTER_BITS, dtype=bool)
         present[index_hashes >> np.uint64(64 - _FILTER_BITS)] = True
-        return index_hashes, index_entries, np.packbits(present, bitorder="little")
+        return index_hashes, index_entries.astype(np.int32), np.packbits(present, bitorder="little")
 
     @property
     def n_ngrams(self) -> int:
@@ -554,7 +565,7 @@ class Decontaminator:
         # numbers replaced count for problems only: two solutions of one template with other numbers
         # ("He has $2 in quarters because 8 times .25 equals 2") solve different problems
         masked_counts = (prose & self._entry_is_primary[entries] & (evidence_share >= self.min_distinctive)) | (
-            formula & (norm_coverage >= self.formula_coverage) & (distinctive_share >= self.min_distinctive))
+            formula & (norm_coverage >= self.formula_coverage))
         raw_coverage = coverage
         coverage = np.where(masked_counts, np.maximum(coverage, norm_coverage), coverage)
         tiny = lengths < k  # reached only through an exact match of the whole short text
