@@ -174,7 +174,29 @@ def run_dedup(data_dir: Path, seed: int, n_copies: int, n_pool: int) -> None:
     print(f"  distinct pool questions the new version flags ({len(removed)}):")
     for r in removed:
         print(f"    J={r['similarity']:.3f}  {pool[r['id']][:110]!r}\n             ~ {pool[r['duplicate_of']][:110]!r}")
-    # LSH: pairs the exact rule accepts that banding misses (all edit kinds together)
+    # LSH: pairs the exact rule accepts that banding misses (all edit kinds together, each version's default)
+    def old_jaccard(a: str, b: str) -> float:
+        first, second = (old.word_shingles(old.normalise_text(t), 5) for t in (a, b))
+        return len(first & second) / len(first | second)
+
+    def new_jaccard(a: str, b: str) -> float:
+        first, second = new_dedup.char_shingles([a, b])
+        shared = len(np.intersect1d(first, second))
+        return shared / (len(first) + len(second) - shared)
+
+    for label, deduplicate, jaccard, threshold in (("before", old.deduplicate, old_jaccard, 0.8),
+                                                   ("after", new_dedup.deduplicate, new_jaccard, 0.7)):
+        eligible = missed = 0
+        for pool, copies in sets.values():
+            pairs = [(i, text) for i, text in copies if jaccard(pool[i], text) >= threshold]
+            records = [{"id": f"o{i}", "question": pool[i]} for i, _ in pairs]
+            records += [{"id": f"c{k}", "question": text} for k, (_, text) in enumerate(pairs)]
+            _, removed = deduplicate(records, text_key="question")
+            found = {r["id"] for r in removed if r["id"].startswith("c")}
+            eligible += len(pairs)
+            missed += sum(f"c{k}" not in found for k in range(len(pairs)))
+        print(f"  {label}: of {eligible} edited pairs whose exact Jaccard is >= {threshold}, LSH lost {missed} "
+              f"({100 * missed / max(eligible, 1):.1f} %)")
     for threshold in (0.7, 0.8):
         bands, rows = new_dedup.lsh_params(threshold, 128)
         print(f"  threshold {threshold}: {bands} bands x {rows} rows (baseline {old.lsh_bands(threshold, 128)} "
