@@ -108,7 +108,7 @@ class BenchmarkConfig(_Section):
 
 class DecontaminationConfig(_Section):
     enabled: bool = Field(True, description="Remove samples that overlap benchmark test items (questions and answers are checked).")
-    use_shared_benchmarks: bool = Field(True, description="Also check GSM8K test and MATH test when found in a shared data folder (../shared/data or $SYNTHLLM_DATA).")
+    use_shared_benchmarks: bool = Field(True, description="Also check the SPEC's six benchmarks (GSM8K, MATH, Minerva-Math, OlympiadBench, CollegeMath, Gaokao-2023-En test sets) when found in a shared data folder (../shared/data or $SYNTHLLM_DATA).")
     benchmarks: list[BenchmarkConfig] = Field(default_factory=list, description="Extra benchmark files.")
     ngram: int = Field(13, ge=5, description="Token n-gram length used to find candidate overlaps.")
 

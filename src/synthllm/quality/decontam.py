@@ -1,44 +1,59 @@
 """Decontamination of generated samples against benchmark test sets.
 
-Two steps, so that a shared textbook formula is not mistaken for a leak:
+By default the SPEC's six benchmarks are checked, each when its file is in the
+shared data folder (:func:`shared_benchmark_specs`): GSM8K, MATH,
+Minerva-Math, OlympiadBench, CollegeMath and Gaokao-2023-En test sets. Two
+steps, so that a shared textbook formula is not mistaken for a leak:
 
 1. **Candidates.** Every benchmark text (e.g. GSM8K question and answer,
    MATH problem and solution) is tokenised into lower-case words and numbers;
    every number becomes one placeholder token (so a copy with changed numbers
    still matches), and its token ``ngram``-grams (default 13) are hashed into
    a sorted index. A sample field is a candidate for a benchmark text when
-   they share one such n-gram. Tokenising, hashing and lookup are vectorised
-   with numpy over whole batches of texts.
+   they share one such n-gram (or, for short and formula problems, a
+   ``verify_ngram``-gram). Tokenising, hashing and lookup are vectorised with
+   numpy over whole batches of texts.
 2. **Verification.** For each candidate pair the decontaminator measures how
    much of the *benchmark text* the sample covers, with ``verify_ngram``-grams
    (default 6):
 
    - ``raw coverage``: share of the benchmark text's tokens that lie in a
      k-gram (numbers kept) also found in the sample;
-   - ``normalised coverage``: the same with numbers replaced, counted only
-     with numbers replaced. It counts only for prose benchmark texts (at
-     least ``min_prose`` of their non-number tokens are words, default 0.5: in a word
-     problem the numbers are parameters, in a formula they are the content)
-     and only when the matched *evidence* k-grams (found in fewer than
-     ``common_items`` benchmark items, default 3, and made of prose words at
-     least half) alone cover at least ``min_distinctive`` (default 0.4) of
-     the benchmark text: formula-heavy text such as ``(x + 3)(2x - 4)`` becomes
-     generic once its numbers are replaced, its k-grams occur in many MATH
-     items and are no evidence that the sample copies this one.
+   - ``normalised coverage``: the same with numbers replaced. It counts for
+     *problems* (an item's first field) only, never for answers: two
+     solutions of one template with other numbers solve different problems.
+     For a prose problem (at least ``min_prose`` of its non-number tokens are
+     words) the matched *evidence* k-grams (found in fewer than
+     ``common_items`` benchmark items and mostly prose words) must cover
+     ``min_distinctive`` (0.4) of it. A problem holding a formula, of
+     ``formula_min_tokens`` (10) tokens or more, gets a *second look*: its
+     normalised coverage counts when it reaches ``formula_coverage`` (0.9) and
+     every formula of the problem (``$...$``, ``\\[...\\]``) appears in the
+     sample with the same shape (operators, brackets and LaTeX kept, numbers
+     masked). A copy with other numbers keeps the shapes; another exercise of
+     the same template does not: ``x^{-2}-6x^{-1}+9`` is not ``x^2-4x-32``,
+     though their tokens agree once numbers are replaced.
 
    The pair is a leak when either coverage reaches ``min_coverage`` (default
    0.7) or the benchmark text has a stretch of ``min_span`` tokens (default
-   50; numbers kept) whose every k-gram occurs in the sample. A verbatim copy covers 100 %; changed numbers in a
-   word problem, reordered clauses or an added sentence still cover most of
-   the benchmark text; a textbook sentence that shares a 13-gram with a long
-   MATH problem covers only a small part of it.
+   50; numbers kept) whose every k-gram occurs in the sample.
 
-Benchmark texts shorter than ``ngram`` tokens are indexed by their
-``verify_ngram``-grams with numbers kept (with numbers replaced, most short
-problems are generic exercises such as "Factor <num>x^<num> - <num>x"); they
-leak only when the sample holds all of their tokens (raw coverage 1). Those
-shorter than ``verify_ngram`` tokens are caught when a sample field equals
-one exactly.
+Short texts. A problem shorter than ``ngram`` tokens leaks only when the
+sample covers all of it (and, holding a formula, all its formulas as written);
+one of ``min_short_run`` to ``verify_ngram - 1`` tokens is found as a run
+inside a longer text ("Compute $\\tan 45^\\circ$." wrapped in a request).
+An answer shorter than ``min_answer_tokens`` (40) proposes nothing on its own
+("Together, they have 5 + 2 = 7 cards. #### 7" matched a GSM8K-train answer;
+"$x=2$" matched many textbook lines): it is found only with its question.
+
+Measured (``bench/bench_quality_recall.py``, 600 random test problems each,
+``bench/results/quality.md``): MATH problems with every number changed
+92.7 % caught as that item (67.2 % before this second look); verbatim 100 %,
+wrapped 99.8 %, sentences reordered 99.0 %; GSM8K 100 % for each. False hits:
+on 11,197 OpenStax sentences holding a formula, 2 same-template exercises and
+one CollegeMath system of equations that the textbook prints with the same
+numbers; on the 14,946 GSM8K-train questions and answers, 4 questions, all
+same-template twins of GSM8K-test items.
 """
 
 from __future__ import annotations
@@ -330,6 +345,20 @@ class Decontaminator:
     max_candidates : int, default=5
         Benchmark texts verified per sample field (those sharing the most
         n-grams with it).
+    formula_coverage : float, default=0.9
+        Normalised coverage (numbers replaced) a problem holding a formula
+        needs for the second look to count it; its formulas must also appear
+        in the sample with the same shape.
+    formula_min_tokens : int, default=10
+        Shortest problem (in tokens) that gets the second look: shorter
+        formula exercises ("Convert $\\frac{63}{5}$ to a mixed number.") are,
+        with other numbers, just the textbook exercise of that kind.
+    min_short_run : int, default=4
+        Problems of this many tokens up to ``verify_ngram - 1`` are also found
+        as one run of all their tokens (numbers kept) inside a longer sample.
+    min_answer_tokens : int, default=40
+        Non-first fields (answers, solutions) shorter than this never match on
+        their own: a short answer is generic.
     batch_chars : int, default=4_000_000
         Characters tokenised per vectorised batch (bounds memory).
 
