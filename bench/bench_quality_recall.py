@@ -305,6 +305,31 @@ def run_throughput(data_dir: Path, repeats: int) -> None:
               f"deduplicate given signatures {whole:.3f} s ({len(questions) / whole:,.0f} texts/s)")
 
 
+def run_semantic(data_dir: Path, seed: int, n_copies: int, n_pool: int) -> None:
+    """The optional semantic pass alone, on MiniLM embeddings of the 'one word replaced' set."""
+    from synthllm.embeddings import embed_texts
+
+    questions = [row["question"] for row in read_jsonl(data_dir / "gsm8k" / "train.jsonl")]
+    sets = dedup_sets(questions, n_copies, n_pool, seed)
+    print(f"\nSemantic pass (MiniLM cosine, SimHash LSH + exact cosine) alone, {n_pool} pool + {n_copies} copies:")
+    for name in ("one word replaced", "two words swapped", "sentence appended"):
+        pool, copies = sets[name]
+        texts = pool + [text for _, text in copies]
+        start = time.process_time()
+        embeddings = embed_texts(texts)
+        embed_s = time.process_time() - start
+        for threshold in (0.9, 0.95):
+            start = time.process_time()
+            removed = new_dedup.semantic_duplicates(embeddings, threshold)
+            seconds = time.process_time() - start
+            true = sum(1 for row, kept, _ in removed if row >= n_pool and kept == copies[row - n_pool][0])
+            exact = embeddings[n_pool:] @ embeddings[[i for i, _ in copies]].T
+            above = int((np.diag(exact) >= threshold).sum())
+            print(f"  {name:<18} cos >= {threshold}: recall {true / len(copies):.3f} (exact cosine >= threshold: "
+                  f"{above / len(copies):.3f}), precision {true / max(len(removed), 1):.3f}, "
+                  f"{len(removed) - true} false; LSH+verify {seconds:.2f} CPU s, embedding {embed_s:.1f} CPU s")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=0)
@@ -312,7 +337,7 @@ def main() -> None:
     parser.add_argument("--pool", type=int, default=3000)
     parser.add_argument("--items", type=int, default=600)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--only", choices=["dedup", "decontam", "throughput"], default=None)
+    parser.add_argument("--only", choices=["dedup", "decontam", "throughput", "semantic"], default=None)
     args = parser.parse_args()
     data_dir = new_decontam.shared_data_dir()
     if data_dir is None:
@@ -323,6 +348,8 @@ def main() -> None:
         run_throughput(data_dir, args.repeats)
     if args.only in (None, "decontam"):
         run_decontam(data_dir, args.seed, args.items, args.repeats)
+    if args.only == "semantic":  # needs sentence-transformers and the packaged MiniLM
+        run_semantic(data_dir, args.seed, args.copies, args.pool)
 
 
 if __name__ == "__main__":

@@ -357,8 +357,10 @@ class Decontaminator:
         Problems of this many tokens up to ``verify_ngram - 1`` are also found
         as one run of all their tokens (numbers kept) inside a longer sample.
     min_answer_tokens : int, default=40
-        Non-first fields (answers, solutions) shorter than this never match on
-        their own: a short answer is generic.
+        Non-first fields (answers, solutions) shorter than this leak on their
+        own only when the sample holds all of their tokens, numbers kept
+        (coverage 1.0; under ``ngram`` tokens they never match alone): a short
+        answer is generic.
     batch_chars : int, default=4_000_000
         Characters tokenised per vectorised batch (bounds memory).
 
@@ -433,8 +435,9 @@ class Decontaminator:
         self._entry_is_primary = np.asarray(primary, dtype=bool)
         mid = (stream.counts >= self.verify_ngram) & ~self._entry_is_long & self._entry_is_primary
         # an answer shorter than min_answer_tokens ("Together, they have 5 + 2 = 7 cards. #### 7")
-        # proposes no candidate: it is found only with its question
-        indexed_long = self._entry_is_long & (self._entry_is_primary | (stream.counts >= self.min_answer_tokens))
+        # leaks on its own only when the sample holds all of it, numbers kept (see _verify)
+        self._entry_is_short_answer = ~self._entry_is_primary & (stream.counts < self.min_answer_tokens)
+        indexed_long = self._entry_is_long
         # problems that are mostly formula (not prose) get a second look with numbers replaced:
         # "Find cot(3pi/2)" with other numbers is the same exercise when the whole of it matches
         has_formula = np.fromiter((bool(_formula_segments(text)) for text in texts), dtype=bool, count=len(texts))
@@ -604,6 +607,8 @@ class Decontaminator:
         leak = np.where(long_entry, (coverage >= self.min_coverage) | (span >= self.min_span), coverage >= 1.0)
         raw_leak = np.where(long_entry, (raw_coverage >= self.min_coverage) | (span >= self.min_span),
                             raw_coverage >= 1.0)
+        short_answer = self._entry_is_short_answer[entries]
+        leak[short_answer] = raw_coverage[short_answer] >= 1.0
         # a formula problem that leaks only with its numbers replaced, or a short problem with a
         # formula, gets a look at its formulas ("Find the domain of the function: <formula>" is generic)
         needs_shape = leak & ((formula & ~raw_leak) | self._entry_needs_shape[entries]) & ~tiny
