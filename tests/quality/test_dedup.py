@@ -152,3 +152,19 @@ def test_semantic_pass_removes_paraphrases_only_when_asked():
     assert [r["id"] for r in kept] == [1, 2, 3]
     assert removed[0]["id"] == 4 and removed[0]["duplicate_of"] == 1 and removed[0]["kind"] == "semantic"
     assert removed[0]["similarity"] >= 0.95
+
+
+def test_semantic_pass_on_minilm_finds_a_reworded_question(shared_data):
+    """Real MiniLM embeddings: a reworded GSM8K question is removed at cosine 0.9, other questions stay."""
+    from synthllm.embeddings import embed_texts
+
+    questions = _gsm8k_questions(shared_data, 6)
+    reworded = ("Natalia sold clips to 48 of her friends in April, and in May she sold half as many clips. "
+                "How many clips did she sell altogether in April and May?")
+    records = [{"id": i, "question": q} for i, q in enumerate(questions)] + [{"id": "r", "question": reworded}]
+    embeddings = embed_texts([r["question"] for r in records])
+    lexical_kept, _ = deduplicate(records, threshold=0.95)
+    assert len(lexical_kept) == 7  # the wording differs too much for the 0.95 character rule
+    kept, removed = deduplicate(records, threshold=0.95, embeddings=embeddings, semantic_threshold=0.9)
+    assert [r["id"] for r in kept] == list(range(6))
+    assert [(r["id"], r["duplicate_of"], r["kind"]) for r in removed] == [("r", 0, "semantic")]
