@@ -19,9 +19,11 @@ steps, so that a shared textbook formula is not mistaken for a leak:
 
    - ``raw coverage``: share of the benchmark text's tokens that lie in a
      k-gram (numbers kept) also found in the sample;
-   - ``normalised coverage``: the same with numbers replaced. It counts for
-     *problems* (an item's first field) only, never for answers: two
-     solutions of one template with other numbers solve different problems.
+   - ``normalised coverage``: the same with numbers replaced. For an answer
+     or solution it counts only when it reaches ``answer_masked_coverage``
+     (0.9) on an answer of ``min_answer_tokens`` (40) tokens or more: two
+     solutions of one template with other numbers ("He has $2 in quarters
+     because 8 times .25 equals 2 ...", 0.84) solve different problems.
      For a prose problem (at least ``min_prose`` of its non-number tokens are
      words) the matched *evidence* k-grams (found in fewer than
      ``common_items`` benchmark items and mostly prose words) must cover
@@ -42,9 +44,11 @@ Short texts. A problem shorter than ``ngram`` tokens leaks only when the
 sample covers all of it (and, holding a formula, all its formulas as written);
 one of ``min_short_run`` to ``verify_ngram - 1`` tokens is found as a run
 inside a longer text ("Compute $\\tan 45^\\circ$." wrapped in a request).
-An answer shorter than ``min_answer_tokens`` (40) proposes nothing on its own
-("Together, they have 5 + 2 = 7 cards. #### 7" matched a GSM8K-train answer;
-"$x=2$" matched many textbook lines): it is found only with its question.
+An answer shorter than ``ngram`` tokens never matches on its own, and one
+shorter than ``min_answer_tokens`` (40) only on its numbers-kept coverage: a
+short answer is generic ("Together, they have 5 + 2 = 7 cards. #### 7"
+matched a GSM8K-train answer with other numbers; CollegeMath's "$x=2$" would
+match textbook lines). Such an item is found through its question.
 
 Measured (``bench/bench_quality_recall.py``, 600 random test problems each,
 ``bench/results/quality.md``): MATH problems with every number changed
@@ -357,10 +361,11 @@ class Decontaminator:
         Problems of this many tokens up to ``verify_ngram - 1`` are also found
         as one run of all their tokens (numbers kept) inside a longer sample.
     min_answer_tokens : int, default=40
-        Non-first fields (answers, solutions) shorter than this leak on their
-        own only when the sample holds all of their tokens, numbers kept
-        (coverage 1.0; under ``ngram`` tokens they never match alone): a short
-        answer is generic.
+        Non-first fields (answers, solutions) shorter than this leak only on
+        their numbers-kept coverage (under ``ngram`` tokens they never match
+        alone): a short answer is generic.
+    answer_masked_coverage : float, default=0.9
+        Numbers-replaced coverage a longer answer needs for it to count.
     batch_chars : int, default=4_000_000
         Characters tokenised per vectorised batch (bounds memory).
 
@@ -373,7 +378,7 @@ class Decontaminator:
     def __init__(self, specs: list[BenchmarkSpec], ngram: int = 13, verify_ngram: int = 6,
                  min_coverage: float = 0.7, min_span: int = 50, common_items: int = 3,
                  min_distinctive: float = 0.4, min_prose: float = 0.5, min_shared: int = 3,
-                 max_candidates: int = 5, formula_coverage: float = 0.9, formula_min_tokens: int = 10, min_short_run: int = 4, min_answer_tokens: int = 40,
+                 max_candidates: int = 5, formula_coverage: float = 0.9, formula_min_tokens: int = 10, min_short_run: int = 4, min_answer_tokens: int = 40, answer_masked_coverage: float = 0.9,
                  batch_chars: int = 4_000_000):
         if not specs:
             raise ValueError("no benchmarks to decontaminate against")
@@ -393,6 +398,7 @@ class Decontaminator:
         self.formula_min_tokens = formula_min_tokens
         self.min_short_run = min_short_run
         self.min_answer_tokens = min_answer_tokens
+        self.answer_masked_coverage = answer_masked_coverage
         self.batch_chars = batch_chars
         self.n_items: dict[str, int] = {}
         self._entries: list[_Entry] = []
@@ -435,7 +441,7 @@ class Decontaminator:
         self._entry_is_primary = np.asarray(primary, dtype=bool)
         mid = (stream.counts >= self.verify_ngram) & ~self._entry_is_long & self._entry_is_primary
         # an answer shorter than min_answer_tokens ("Together, they have 5 + 2 = 7 cards. #### 7")
-        # leaks on its own only when the sample holds all of it, numbers kept (see _verify)
+        # leaks on its own only on its numbers-kept coverage (see _verify)
         self._entry_is_short_answer = ~self._entry_is_primary & (stream.counts < self.min_answer_tokens)
         indexed_long = self._entry_is_long
         # problems that are mostly formula (not prose) get a second look with numbers replaced:
@@ -596,7 +602,9 @@ class Decontaminator:
         norm_coverage, _ = coverage_of(norm_found)
         # numbers replaced count for problems only: two solutions of one template with other numbers
         # ("He has $2 in quarters because 8 times .25 equals 2") solve different problems
-        masked_counts = (prose & self._entry_is_primary[entries] & (evidence_share >= self.min_distinctive)) | (
+        primary = self._entry_is_primary[entries]
+        masked_counts = (prose & (evidence_share >= self.min_distinctive)
+                         & (primary | (norm_coverage >= self.answer_masked_coverage))) | (
             formula & (norm_coverage >= self.formula_coverage))
         raw_coverage = coverage
         coverage = np.where(masked_counts, np.maximum(coverage, norm_coverage), coverage)
@@ -608,7 +616,7 @@ class Decontaminator:
         raw_leak = np.where(long_entry, (raw_coverage >= self.min_coverage) | (span >= self.min_span),
                             raw_coverage >= 1.0)
         short_answer = self._entry_is_short_answer[entries]
-        leak[short_answer] = raw_coverage[short_answer] >= 1.0
+        leak[short_answer] = raw_leak[short_answer]
         # a formula problem that leaks only with its numbers replaced, or a short problem with a
         # formula, gets a look at its formulas ("Find the domain of the function: <formula>" is generic)
         needs_shape = leak & ((formula & ~raw_leak) | self._entry_needs_shape[entries]) & ~tiny
