@@ -203,8 +203,9 @@ def test_generic_short_answer_does_not_match_alone(decontaminator, shared_data):
     gsm8k = read_jsonl(shared_data / "gsm8k" / "test.jsonl")
     short = gsm8k[579]["answer"]
     assert "Together, they have 5 + 2" in short
-    train_answer = ("Jenny has 6 cards.\nOrlando has 2 more cards than Jenny, so Orlando has 6 + 2 = 8 cards\n"
-                    "His brother has 5 - 3 = 2 cards.\nTogether, they have 5 + 2 = 7 cards.\n#### 7")
+    # the GSM8K-train answer the old rules flagged against it (other numbers, another problem)
+    train_answer = next(row["answer"] for row in read_jsonl(shared_data / "gsm8k" / "train.jsonl")
+                        if row["answer"].startswith("Jenny has 6 cards."))
     assert decontaminator.check([train_answer, "$x=2$", "There is no solution."]) == [None, None, None]
     # with its question, the same item is still caught
     _, removed = decontaminator.filter([{"id": 1, "question": gsm8k[579]["question"], "answer": short}])
