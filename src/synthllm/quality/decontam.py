@@ -378,7 +378,8 @@ class Decontaminator:
     def __init__(self, specs: list[BenchmarkSpec], ngram: int = 13, verify_ngram: int = 6,
                  min_coverage: float = 0.7, min_span: int = 50, common_items: int = 3,
                  min_distinctive: float = 0.4, min_prose: float = 0.5, min_shared: int = 3,
-                 max_candidates: int = 5, formula_coverage: float = 0.9, formula_min_tokens: int = 10, min_short_run: int = 4, min_answer_tokens: int = 40, answer_masked_coverage: float = 0.9,
+                 max_candidates: int = 5, formula_coverage: float = 0.9, formula_min_tokens: int = 10,
+                 min_short_run: int = 4, min_answer_tokens: int = 40, answer_masked_coverage: float = 0.9,
                  batch_chars: int = 4_000_000):
         if not specs:
             raise ValueError("no benchmarks to decontaminate against")
@@ -744,7 +745,7 @@ _DIGITS = re.compile(r"[0-9]+(?:[.,][0-9]+)*")
 
 
 def _shape(text: str, numbers: bool = False) -> str:
-    """Lower-cased text without whitespace, every number one ``0`` unless ``numbers``: what a numbers-changed copy keeps."""
+    """Lower-cased text without whitespace, each number ``0`` unless ``numbers``: what a numbers-changed copy keeps."""
     text = _SPACE.sub("", text.lower())
     return text if numbers else _DIGITS.sub("0", text)
 
