@@ -100,9 +100,10 @@ class AnswersConfig(GenerationConfig):
 
 class DedupConfig(_Section):
     enabled: bool = Field(True, description="Remove exact and near-duplicate questions (first occurrence kept).")
-    threshold: float = Field(0.8, gt=0, le=1, description="Estimated Jaccard similarity of word n-gram sets above which two questions are near-duplicates.")
-    num_perm: int = Field(128, ge=16, description="MinHash permutations.")
-    ngram: int = Field(5, ge=1, description="Word n-gram size for MinHash shingles.")
+    threshold: float = Field(0.7, gt=0, le=1, description="A question is a near-duplicate of an earlier kept one when the exact Jaccard similarity of their character n-gram sets (normalised text, numbers masked) is >= this; MinHash LSH only proposes the candidates.")
+    num_perm: int = Field(128, ge=16, description="MinHash permutations (LSH bands and rows are chosen from the threshold).")
+    ngram: int = Field(5, ge=1, description="Characters per shingle.")
+    semantic_threshold: float | None = Field(None, gt=0, le=1, description="Optional semantic pass: a question whose MiniLM embedding has cosine similarity >= this with an earlier kept question's is removed too (SimHash LSH candidates, exact cosine). None (default) skips it.")
 
 
 class BenchmarkConfig(_Section):
@@ -113,7 +114,7 @@ class BenchmarkConfig(_Section):
 
 class DecontaminationConfig(_Section):
     enabled: bool = Field(True, description="Remove samples that overlap benchmark test items (questions and answers are checked).")
-    use_shared_benchmarks: bool = Field(True, description="Also check GSM8K test and MATH test when found in a shared data folder (../shared/data or $SYNTHLLM_DATA).")
+    use_shared_benchmarks: bool = Field(True, description="Also check the SPEC's six benchmarks (GSM8K, MATH, Minerva-Math, OlympiadBench, CollegeMath, Gaokao-2023-En test sets) when found in a shared data folder (../shared/data or $SYNTHLLM_DATA).")
     benchmarks: list[BenchmarkConfig] = Field(default_factory=list, description="Extra benchmark files.")
     ngram: int = Field(13, ge=5, description="Token n-gram length used to find candidate overlaps.")
 

@@ -5,7 +5,18 @@ No model calls happen here: the domain scorer receives ratings as data (the
 """
 
 from .decontam import BenchmarkSpec, Decontaminator, read_jsonl, shared_benchmark_specs, shared_data_dir, tokenize
-from .dedup import TextSignature, deduplicate, lsh_bands, normalise_text, text_signatures, word_shingles
+from .dedup import (
+    TextSignature,
+    char_shingles,
+    deduplicate,
+    lsh_bands,
+    lsh_params,
+    mask_numbers,
+    normalise_text,
+    semantic_duplicates,
+    text_signatures,
+    word_shingles,
+)
 from .domain_filter import (
     DEFAULT_THRESHOLD,
     ColdStartClassifier,
@@ -26,7 +37,11 @@ __all__ = [
     "deduplicate",
     "embed_documents",
     "load_ratings",
+    "char_shingles",
     "lsh_bands",
+    "lsh_params",
+    "mask_numbers",
+    "semantic_duplicates",
     "normalise_text",
     "read_jsonl",
     "sample_for_rating",

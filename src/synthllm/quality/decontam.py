@@ -1,44 +1,64 @@
 """Decontamination of generated samples against benchmark test sets.
 
-Two steps, so that a shared textbook formula is not mistaken for a leak:
+By default the SPEC's six benchmarks are checked, each when its file is in the
+shared data folder (:func:`shared_benchmark_specs`): GSM8K, MATH,
+Minerva-Math, OlympiadBench, CollegeMath and Gaokao-2023-En test sets. Two
+steps, so that a shared textbook formula is not mistaken for a leak:
 
 1. **Candidates.** Every benchmark text (e.g. GSM8K question and answer,
    MATH problem and solution) is tokenised into lower-case words and numbers;
    every number becomes one placeholder token (so a copy with changed numbers
    still matches), and its token ``ngram``-grams (default 13) are hashed into
    a sorted index. A sample field is a candidate for a benchmark text when
-   they share one such n-gram. Tokenising, hashing and lookup are vectorised
-   with numpy over whole batches of texts.
+   they share one such n-gram (or, for short and formula problems, a
+   ``verify_ngram``-gram). Tokenising, hashing and lookup are vectorised with
+   numpy over whole batches of texts.
 2. **Verification.** For each candidate pair the decontaminator measures how
    much of the *benchmark text* the sample covers, with ``verify_ngram``-grams
    (default 6):
 
    - ``raw coverage``: share of the benchmark text's tokens that lie in a
      k-gram (numbers kept) also found in the sample;
-   - ``normalised coverage``: the same with numbers replaced, counted only
-     with numbers replaced. It counts only for prose benchmark texts (at
-     least ``min_prose`` of their non-number tokens are words, default 0.5: in a word
-     problem the numbers are parameters, in a formula they are the content)
-     and only when the matched *evidence* k-grams (found in fewer than
-     ``common_items`` benchmark items, default 3, and made of prose words at
-     least half) alone cover at least ``min_distinctive`` (default 0.4) of
-     the benchmark text: formula-heavy text such as ``(x + 3)(2x - 4)`` becomes
-     generic once its numbers are replaced, its k-grams occur in many MATH
-     items and are no evidence that the sample copies this one.
+   - ``normalised coverage``: the same with numbers replaced. For an answer
+     or solution it counts only when it reaches ``answer_masked_coverage``
+     (0.9) on an answer of ``min_answer_tokens`` (40) tokens or more: two
+     solutions of one template with other numbers ("He has $2 in quarters
+     because 8 times .25 equals 2 ...", 0.84) solve different problems.
+     For a prose problem (at least ``min_prose`` of its non-number tokens are
+     words) the matched *evidence* k-grams (found in fewer than
+     ``common_items`` benchmark items and mostly prose words) must cover
+     ``min_distinctive`` (0.4) of it. A problem holding a formula, of
+     ``formula_min_tokens`` (10) tokens or more, gets a *second look*: its
+     normalised coverage counts when it reaches ``formula_coverage`` (0.9) and
+     every formula of the problem (``$...$``, ``\\[...\\]``) appears in the
+     sample with the same shape (operators, brackets and LaTeX kept, numbers
+     masked). A copy with other numbers keeps the shapes; another exercise of
+     the same template does not: ``x^{-2}-6x^{-1}+9`` is not ``x^2-4x-32``,
+     though their tokens agree once numbers are replaced.
 
    The pair is a leak when either coverage reaches ``min_coverage`` (default
    0.7) or the benchmark text has a stretch of ``min_span`` tokens (default
-   50; numbers kept) whose every k-gram occurs in the sample. A verbatim copy covers 100 %; changed numbers in a
-   word problem, reordered clauses or an added sentence still cover most of
-   the benchmark text; a textbook sentence that shares a 13-gram with a long
-   MATH problem covers only a small part of it.
+   50; numbers kept) whose every k-gram occurs in the sample.
 
-Benchmark texts shorter than ``ngram`` tokens are indexed by their
-``verify_ngram``-grams with numbers kept (with numbers replaced, most short
-problems are generic exercises such as "Factor <num>x^<num> - <num>x"); they
-leak only when the sample holds all of their tokens (raw coverage 1). Those
-shorter than ``verify_ngram`` tokens are caught when a sample field equals
-one exactly.
+Short texts. A problem shorter than ``ngram`` tokens leaks only when the
+sample covers all of it (and, holding a formula, all its formulas as written);
+one of ``min_short_run`` to ``verify_ngram - 1`` tokens is found as a run
+inside a longer text ("Compute $\\tan 45^\\circ$." wrapped in a request).
+An answer shorter than ``ngram`` tokens never matches on its own, and one
+shorter than ``min_answer_tokens`` (40) only on its numbers-kept coverage: a
+short answer is generic ("Together, they have 5 + 2 = 7 cards. #### 7"
+matched a GSM8K-train answer with other numbers; CollegeMath's "$x=2$" would
+match textbook lines). Such an item is found through its question.
+
+Measured (``bench/bench_quality_recall.py``, ``bench/results/quality.md``):
+of all 4,752 MATH test problems holding a number, with every number changed,
+91.1 % are caught as that item (92.0 % flagged; 60.8 % before this second
+look); of 600 random MATH test problems, verbatim 100 %, wrapped 99.8 %,
+sentences reordered 99.0 %; GSM8K 100 % for each. False hits:
+on 11,197 OpenStax sentences holding a formula, 2 same-template exercises and
+one CollegeMath system of equations that the textbook prints with the same
+numbers; on the 14,946 GSM8K-train questions and answers, 4 questions, all
+same-template twins of GSM8K-test items.
 """
 
 from __future__ import annotations
@@ -111,13 +131,30 @@ def shared_data_dir() -> Path | None:
     return next((path for path in candidates if path.is_dir()), None)
 
 
+#: the SPEC's decontamination benchmarks: (name, file under the shared data folder, fields, id field)
+SHARED_BENCHMARKS = (
+    ("gsm8k", "gsm8k/test.jsonl", ["question", "answer"], None),
+    ("math", "math/test.jsonl", ["problem", "solution"], "idx"),
+    ("minerva_math", "minerva_math/test.jsonl", ["problem", "solution"], "idx"),
+    ("olympiadbench", "olympiadbench/test.jsonl", ["question", "solution", "final_answer"], "id"),
+    ("college_math", "college_math/test.jsonl", ["question", "answer"], None),
+    ("gaokao2023en", "gaokao2023en/test.jsonl", ["question", "answer"], None),
+)
+
+
 def shared_benchmark_specs(data_dir: Path | None = None) -> list[BenchmarkSpec]:
-    """GSM8K test and MATH test from the shared data folder, where present.
+    """The SPEC's six decontamination benchmarks found in the shared data folder.
+
+    GSM8K test, MATH test, Minerva-Math, OlympiadBench, CollegeMath and
+    Gaokao-2023-En (:data:`SHARED_BENCHMARKS`), each when its file exists.
+    They are read at run time, never shipped with the package.
 
     Parameters
     ----------
     data_dir : Path or None, default=None
-        Folder holding ``gsm8k/test.jsonl`` and ``math/test.jsonl``;
+        Folder holding ``gsm8k/test.jsonl``, ``math/test.jsonl``,
+        ``minerva_math/test.jsonl``, ``olympiadbench/test.jsonl``,
+        ``college_math/test.jsonl`` and ``gaokao2023en/test.jsonl``;
         ``None`` uses :func:`shared_data_dir`.
 
     Returns
@@ -128,10 +165,8 @@ def shared_benchmark_specs(data_dir: Path | None = None) -> list[BenchmarkSpec]:
     data_dir = Path(data_dir) if data_dir is not None else shared_data_dir()
     if data_dir is None:
         return []
-    specs = [
-        BenchmarkSpec("gsm8k", data_dir / "gsm8k" / "test.jsonl", ["question", "answer"]),
-        BenchmarkSpec("math", data_dir / "math" / "test.jsonl", ["problem", "solution"], id_field="idx"),
-    ]
+    specs = [BenchmarkSpec(name, data_dir / relative, list(fields), id_field)
+             for name, relative, fields, id_field in SHARED_BENCHMARKS]
     return [spec for spec in specs if Path(spec.path).is_file()]
 
 
@@ -212,6 +247,14 @@ class _TokenStream:
         combined = _kgram_hashes(self.hashes if numbers_replaced else self.raw_hashes, ngram)
         inside = np.flatnonzero(self.text_of_token[:len(combined)] == self.text_of_token[ngram - 1:])
         return combined[inside], inside
+
+
+@dataclass(frozen=True)
+class _TextSpans:
+    """Tokens per benchmark text and the offset of its first token (what verification needs of the stream)."""
+
+    counts: np.ndarray
+    offsets: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -307,6 +350,23 @@ class Decontaminator:
     max_candidates : int, default=5
         Benchmark texts verified per sample field (those sharing the most
         n-grams with it).
+    formula_coverage : float, default=0.9
+        Normalised coverage (numbers replaced) a problem holding a formula
+        needs for the second look to count it; its formulas must also appear
+        in the sample with the same shape.
+    formula_min_tokens : int, default=10
+        Shortest problem (in tokens) that gets the second look: shorter
+        formula exercises ("Convert $\\frac{63}{5}$ to a mixed number.") are,
+        with other numbers, just the textbook exercise of that kind.
+    min_short_run : int, default=4
+        Problems of this many tokens up to ``verify_ngram - 1`` are also found
+        as one run of all their tokens (numbers kept) inside a longer sample.
+    min_answer_tokens : int, default=40
+        Non-first fields (answers, solutions) shorter than this leak only on
+        their numbers-kept coverage (under ``ngram`` tokens they never match
+        alone): a short answer is generic.
+    answer_masked_coverage : float, default=0.9
+        Numbers-replaced coverage a longer answer needs for it to count.
     batch_chars : int, default=4_000_000
         Characters tokenised per vectorised batch (bounds memory).
 
@@ -319,7 +379,9 @@ class Decontaminator:
     def __init__(self, specs: list[BenchmarkSpec], ngram: int = 13, verify_ngram: int = 6,
                  min_coverage: float = 0.7, min_span: int = 50, common_items: int = 3,
                  min_distinctive: float = 0.4, min_prose: float = 0.5, min_shared: int = 3,
-                 max_candidates: int = 5, batch_chars: int = 4_000_000):
+                 max_candidates: int = 5, formula_coverage: float = 0.9, formula_min_tokens: int = 10,
+                 min_short_run: int = 4, min_answer_tokens: int = 40, answer_masked_coverage: float = 0.9,
+                 batch_chars: int = 4_000_000):
         if not specs:
             raise ValueError("no benchmarks to decontaminate against")
         if verify_ngram > ngram:
@@ -334,6 +396,11 @@ class Decontaminator:
         self.min_shared = min_shared
         self.min_prose = min_prose
         self.max_candidates = max_candidates
+        self.formula_coverage = formula_coverage
+        self.formula_min_tokens = formula_min_tokens
+        self.min_short_run = min_short_run
+        self.min_answer_tokens = min_answer_tokens
+        self.answer_masked_coverage = answer_masked_coverage
         self.batch_chars = batch_chars
         self.n_items: dict[str, int] = {}
         self._entries: list[_Entry] = []
@@ -341,7 +408,7 @@ class Decontaminator:
         self._build()
 
     def _build(self) -> None:
-        texts, items = [], []
+        texts, items, primary = [], [], []
         for spec in self.specs:
             rows = read_jsonl(spec.path)
             self.n_items[spec.name] = len(rows)
@@ -352,12 +419,15 @@ class Decontaminator:
                 for field_name in spec.text_fields:
                     if field_name not in row:
                         raise ValueError(f"{spec.path}:{line_index + 1}: no field {field_name!r}")
-                    text = str(row[field_name] or "")
+                    value = row[field_name]
+                    # list fields (OlympiadBench's solutions and final answers) are joined
+                    text = "\n".join(map(str, value)) if isinstance(value, list) else str(value or "")
                     texts.append(text)
+                    primary.append(field_name == spec.text_fields[0])
                     items.append(len(self.n_items) * 10**9 + line_index)
                     self._entries.append(_Entry(spec.name, item_id, field_name, text))
         stream = _TokenStream(texts)
-        self._stream = stream
+        self._stream = stream  # replaced by its per-text counts and offsets at the end of the build
         self._entry_is_long = stream.counts >= self.ngram
         words = np.bincount(stream.text_of_token, weights=stream.is_word, minlength=len(texts))
         letter_runs = np.bincount(stream.text_of_token, weights=stream.raw_hashes == stream.hashes,
@@ -368,17 +438,45 @@ class Decontaminator:
         # common_items benchmark items): boilerplate and generic formulas propose nothing.
         # long texts: ngram-grams, numbers replaced and kept; mid-length ones:
         # verify_ngram-grams, numbers kept; the shortest: their whole token sequence
-        mid = (stream.counts >= self.verify_ngram) & ~self._entry_is_long
+        # a short answer ("Together, they have 5 + 2 = 7 cards", "$x=2$") is generic: only
+        # the first field of an item (its question or problem) may match when short
+        self._entry_is_primary = np.asarray(primary, dtype=bool)
+        mid = (stream.counts >= self.verify_ngram) & ~self._entry_is_long & self._entry_is_primary
+        # an answer shorter than min_answer_tokens ("Together, they have 5 + 2 = 7 cards. #### 7")
+        # leaks on its own only on its numbers-kept coverage (see _verify)
+        self._entry_is_short_answer = ~self._entry_is_primary & (stream.counts < self.min_answer_tokens)
+        indexed_long = self._entry_is_long
+        # problems that are mostly formula (not prose) get a second look with numbers replaced:
+        # "Find cot(3pi/2)" with other numbers is the same exercise when the whole of it matches
+        has_formula = np.fromiter((bool(_formula_segments(text)) for text in texts), dtype=bool, count=len(texts))
+        # short problems holding a formula: a match must hold their formulas too (shapes, numbers masked)
+        self._entry_needs_shape = has_formula & self._entry_is_primary & (stream.counts < 2 * self.ngram)
+        self._entry_is_formula = ((stream.counts >= max(self.formula_min_tokens, self.verify_ngram))
+                                  & self._entry_is_primary & (~self._entry_is_prose | has_formula))
         # (n, numbers replaced, distinct hits a candidate needs, index)
         self._indexes = [
-            (self.ngram, True, 1, self._index(stream, self.ngram, True, self._entry_is_long, entry_items)),
-            (self.ngram, False, 1, self._index(stream, self.ngram, False, self._entry_is_long, entry_items)),
+            (self.ngram, True, 1, self._index(stream, self.ngram, True, indexed_long, entry_items)),
+            (self.ngram, False, 1, self._index(stream, self.ngram, False, indexed_long, entry_items)),
             (self.verify_ngram, True, self.min_shared, self._index(stream, self.verify_ngram, True,
-                                                                  self._entry_is_prose, entry_items)),
+                                                                  self._entry_is_prose & indexed_long,
+                                                                  entry_items)),
             (self.verify_ngram, False, 1, self._index(stream, self.verify_ngram, False, mid, entry_items)),
+            (self.verify_ngram, True, 1, self._index(stream, self.verify_ngram, True, self._entry_is_formula,
+                                                     entry_items)),
         ]
-        for entry_index in np.flatnonzero((stream.counts > 0) & (stream.counts < self.verify_ngram)):
+        for entry_index in np.flatnonzero((stream.counts > 0) & (stream.counts < self.verify_ngram)
+                                          & self._entry_is_primary):
             self._short_texts.setdefault(" ".join(tokenize(texts[entry_index])), int(entry_index))
+        # short problems of min_short_run+ tokens ("Compute $\\tan 45^\\circ$.") are also found inside a longer
+        # text, as one run of all their tokens, numbers kept: length -> (sorted hashes, entries)
+        self._short_runs: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        for length in range(self.min_short_run, self.verify_ngram):
+            chosen = np.flatnonzero((stream.counts == length) & self._entry_is_primary)
+            if len(chosen) == 0:
+                continue
+            run_hashes = _kgram_hashes(stream.raw_hashes, length)[stream.offsets[chosen]]
+            order = np.argsort(run_hashes, kind="stable")
+            self._short_runs[length] = (run_hashes[order], chosen[order])
         # k-grams of every benchmark text, with numbers kept and replaced, for the verification
         k = self.verify_ngram
         self._bench_raw = _kgram_hashes(stream.raw_hashes, k)
@@ -387,7 +485,11 @@ class Decontaminator:
         # and mostly prose words
         common = self._common_hashes(stream, k, True, entry_items)
         wordy = np.convolve(stream.is_word.astype(np.int64), np.ones(k, dtype=np.int64), "valid") * 2 >= k
-        self._bench_evidence = ~_member(self._bench_norm, common) & wordy[:len(self._bench_norm)]
+        self._bench_distinctive = ~_member(self._bench_norm, common)
+        self._bench_evidence = self._bench_distinctive & wordy[:len(self._bench_norm)]
+        # the verification needs only where each benchmark text's tokens lie: keep the index small
+        # (it is pickled to every worker)
+        self._stream = _TextSpans(stream.counts, stream.offsets)
 
     def _common_hashes(self, stream: "_TokenStream", ngram: int, numbers_replaced: bool,
                        entry_items: np.ndarray) -> np.ndarray:
@@ -409,7 +511,7 @@ class Decontaminator:
         # lookups of absent n-grams
         present = np.zeros(1 << _FILTER_BITS, dtype=bool)
         present[index_hashes >> np.uint64(64 - _FILTER_BITS)] = True
-        return index_hashes, index_entries, np.packbits(present, bitorder="little")
+        return index_hashes, index_entries.astype(np.int32), np.packbits(present, bitorder="little")
 
     @property
     def n_ngrams(self) -> int:
@@ -492,20 +594,35 @@ class Decontaminator:
         span = self._longest_runs(raw_flags, segment_starts)
         span = np.where(span > 0, span + k - 1, 0)
         prose = self._entry_is_prose[entries]
-        on_prose = prose[pair_of]
+        formula = self._entry_is_formula[entries]
+        on_masked = (prose | formula)[pair_of]
         norm_found = np.zeros(len(pair_of), dtype=bool)
-        norm_found[on_prose] = _member(self._bench_norm[bench_positions[on_prose]] + text_salt[on_prose],
-                                       sample_norm)
+        norm_found[on_masked] = _member(self._bench_norm[bench_positions[on_masked]] + text_salt[on_masked],
+                                        sample_norm)
         evidence_share, _ = coverage_of(norm_found & self._bench_evidence[bench_positions])
+        distinctive_share, _ = coverage_of(norm_found & self._bench_distinctive[bench_positions])
         norm_coverage, _ = coverage_of(norm_found)
-        coverage = np.where(prose & (evidence_share >= self.min_distinctive),
-                            np.maximum(coverage, norm_coverage), coverage)
+        # numbers replaced count for problems only: two solutions of one template with other numbers
+        # ("He has $2 in quarters because 8 times .25 equals 2") solve different problems
+        primary = self._entry_is_primary[entries]
+        masked_counts = (prose & (evidence_share >= self.min_distinctive)
+                         & (primary | (norm_coverage >= self.answer_masked_coverage))) | (
+            formula & (norm_coverage >= self.formula_coverage))
+        raw_coverage = coverage
+        coverage = np.where(masked_counts, np.maximum(coverage, norm_coverage), coverage)
         tiny = lengths < k  # reached only through an exact match of the whole short text
         coverage[tiny] = 1.0
         span[tiny] = lengths[tiny]
         long_entry = self._entry_is_long[entries]
         leak = np.where(long_entry, (coverage >= self.min_coverage) | (span >= self.min_span), coverage >= 1.0)
-        return coverage, span, leak
+        raw_leak = np.where(long_entry, (raw_coverage >= self.min_coverage) | (span >= self.min_span),
+                            raw_coverage >= 1.0)
+        short_answer = self._entry_is_short_answer[entries]
+        leak[short_answer] = raw_leak[short_answer]
+        # a formula problem that leaks only with its numbers replaced, or a short problem with a
+        # formula, gets a look at its formulas ("Find the domain of the function: <formula>" is generic)
+        needs_shape = leak & ((formula & ~raw_leak) | self._entry_needs_shape[entries]) & ~tiny
+        return coverage, span, leak, needs_shape
 
     @staticmethod
     def _sample_keys(stream: "_TokenStream", positions: np.ndarray, all_raw: np.ndarray, all_norm: np.ndarray,
@@ -554,13 +671,26 @@ class Decontaminator:
                 if entry_index is not None:
                     tiny_texts.append(position)
                     tiny_entries.append(entry_index)
+            for length, (run_hashes, run_entries) in self._short_runs.items():
+                hashes, first_tokens = stream.ngrams(length, numbers_replaced=False)
+                slots = np.minimum(np.searchsorted(run_hashes, hashes), len(run_hashes) - 1)
+                for token, entry_index in zip(first_tokens[run_hashes[slots] == hashes].tolist(),
+                                              run_entries[slots[run_hashes[slots] == hashes]].tolist()):
+                    position = int(stream.text_of_token[token])
+                    # its formulas must be in the sample as written (numbers kept, spaces aside):
+                    # "Simplify: $\\sqrt{72}$" is not inside "Simplify: $\\sqrt{72n^{7}}$"
+                    if _formulas_within(self._entries[entry_index].text, batch_texts[position], numbers=True):
+                        tiny_texts.append(position)
+                        tiny_entries.append(entry_index)
             pair_texts = np.concatenate([pair_texts, np.asarray(tiny_texts, dtype=np.int64)])
             pair_entries = np.concatenate([pair_entries, np.asarray(tiny_entries, dtype=np.int64)])
             if len(pair_texts) == 0:
                 continue
-            coverage, span, leak = self._verify(stream, pair_texts, pair_entries)
+            coverage, span, leak, needs_shape = self._verify(stream, pair_texts, pair_entries)
             for pair in np.flatnonzero(leak).tolist():
                 position, entry = int(pair_texts[pair]), self._entries[int(pair_entries[pair])]
+                if needs_shape[pair] and not _formulas_within(entry.text, batch_texts[position]):
+                    continue
                 match = {"benchmark": entry.benchmark, "benchmark_id": entry.benchmark_id,
                          "benchmark_field": entry.benchmark_field, "matched_text": entry.text,
                          "score": round(float(coverage[pair]), 4), "longest_span": int(span[pair])}
@@ -607,6 +737,40 @@ class Decontaminator:
                 best[index] = {"id": records[index]["id"], "field": field_name, "text": text, **match}
         kept = [record for index, record in enumerate(records) if index not in best]
         return kept, [best[index] for index in sorted(best)]
+
+
+_MATH_SEGMENT = re.compile(r"\$\$(.+?)\$\$|\$(.+?)\$|\\\[(.+?)\\\]|\\\((.+?)\\\)", re.DOTALL)
+_SPACE = re.compile(r"\s+")
+_PROSE_RUN = re.compile(r"(?<![\\\w])[A-Za-z]{2,}\s+[A-Za-z]{2,}\s+[A-Za-z]{2,}\b")
+_DIGITS = re.compile(r"[0-9]+(?:[.,][0-9]+)*")
+
+
+def _shape(text: str, numbers: bool = False) -> str:
+    """Lower-cased text without whitespace, each number ``0`` unless ``numbers``: what a numbers-changed copy keeps."""
+    text = _SPACE.sub("", text.lower())
+    return text if numbers else _DIGITS.sub("0", text)
+
+
+def _formulas_within(benchmark_text: str, sample_text: str, numbers: bool = False) -> bool:
+    """Whether every formula of the benchmark text (``$...$``, ``\\[...\\]``) has its shape in the sample.
+
+    Operators, brackets and LaTeX layout survive a change of numbers but
+    differ between two exercises of one template (``x^{-2}-6x^{-1}+9`` is not
+    ``x^2 - 4x - 32``, though both are ``x <num> <num> x ...`` as tokens).
+    """
+    sample = _shape(sample_text, numbers)
+    return all(_shape(segment, numbers) in sample for segment in _formula_segments(benchmark_text))
+
+
+def _formula_segments(text: str) -> list[str]:
+    """The formulas of a text: ``$...$``, ``$$...$$``, ``\\[...\\]`` and ``\\(...\\)`` contents.
+
+    A ``$`` pair enclosing three plain words in a row is prose between two
+    dollar amounts (GSM8K's "$2 more than twice ... has $8"), not a formula.
+    """
+    segments = (next(group for group in match.groups() if group is not None)
+                for match in _MATH_SEGMENT.finditer(text))
+    return [segment for segment in segments if segment.strip() and not _PROSE_RUN.search(segment)]
 
 
 def _batches(texts: list[str], batch_chars: int) -> Iterable[list[int]]:
