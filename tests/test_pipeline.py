@@ -306,3 +306,13 @@ def test_a_changed_prefill_redoes_the_stage(tmp_path, monkeypatch):
     manifest = run(config, tmp_path / "run", ScriptedBackend(respond))
     assert manifest["stages"]["level2"]["this_run"]["resumed_records"] == 0
     assert manifest["stages"]["level1"]["this_run"]["resumed_records"] == 10
+
+
+def test_the_optional_semantic_dedup_pass_runs_in_curation(tmp_path):
+    plain = run(make_config(tmp_path), tmp_path / "plain", ScriptedBackend(respond))
+    semantic = run(make_config(tmp_path, dedup={"semantic_threshold": 0.9}), tmp_path / "semantic",
+                   ScriptedBackend(respond))
+    assert semantic["reconciliation"]["ok"]
+    removed = RunStore(tmp_path / "semantic").removed("dedup")
+    assert semantic["stages"]["dedup"]["removed"] == len(removed) >= plain["stages"]["dedup"]["removed"]
+    assert any(r["reason"]["kind"] == "semantic" for r in removed)  # the scripted questions share templates

@@ -1,7 +1,7 @@
 """The last step: answered questions → dedup → decontamination → dataset files.
 
-Map (per shard, on the configured executor): dataset rows, dedup signatures,
-benchmark look-ups. Reduce (here): LSH clustering in record order, dropping
+Map (per shard, on the configured executor): dataset rows, dedup signatures
+(and question embeddings when the optional semantic pass is on), benchmark look-ups. Reduce (here): LSH clustering in record order, dropping
 the contaminated rows dedup kept.
 
 Writes ``dataset.parquet`` and ``dataset.jsonl`` (same rows), and the removed
@@ -93,8 +93,8 @@ class CheckShards:
     """Curation's map step on a group of shards of answered questions (picklable, so it runs on Ray too).
 
     Returns the group's dataset rows (in shard order), their dedup
-    signatures (``None`` with dedup off) and the decontamination matches of
-    every row. The reduce step in :func:`curate_dataset` clusters the
+    signatures (``None`` with dedup off), the decontamination matches of
+    every row and the questions' embeddings (``None`` unless the semantic pass is on). The reduce step in :func:`curate_dataset` clusters the
     signatures over the whole dataset and keeps the matches of the rows dedup kept.
 
     Parameters
@@ -109,16 +109,20 @@ class CheckShards:
         self.dedup = config.dedup
         self.decontaminator = decontaminator
 
-    def __call__(self, loaders: list[Callable[[], list[dict]]]) -> tuple[list[dict], list | None, list[dict]]:
+    def __call__(self, loaders: list[Callable[[], list[dict]]]) -> tuple[list[dict], list | None, list[dict], object]:
         rows = [dataset_row(r) for load in loaders for r in load()]
-        signatures = None
+        signatures, embeddings = None, None
         if self.dedup.enabled:
             from .quality import text_signatures
 
-            signatures = text_signatures([str(r["question"] or "") for r in rows], self.dedup.num_perm,
-                                         self.dedup.ngram)
+            questions = [str(r["question"] or "") for r in rows]
+            signatures = text_signatures(questions, self.dedup.num_perm, self.dedup.ngram)
+            if self.dedup.semantic_threshold is not None and questions:
+                from .embeddings import embed_texts
+
+                embeddings = embed_texts(questions)
         matches = self.decontaminator.filter(rows, fields=self.fields)[1] if self.decontaminator else []
-        return rows, signatures, matches
+        return rows, signatures, matches, embeddings
 
 
 def shard_groups(items: list, config: Config) -> list[list]:
@@ -142,19 +146,25 @@ def curate_dataset(store: RunStore, config: Config, executor) -> dict:
     """
     decontaminator, benchmarks = _decontaminator(config)
     loaders = [functools.partial(store.read_shard, "answers", name) for name in store.shards("answers")]
-    rows, signatures, matches = [], [], []
-    for group_rows, group_signatures, group_matches in executor.map(CheckShards(config, decontaminator),
-                                                                    shard_groups(loaders, config)):
+    rows, signatures, matches, embeddings = [], [], [], []
+    for group_rows, group_signatures, group_matches, group_embeddings in executor.map(
+            CheckShards(config, decontaminator), shard_groups(loaders, config)):
         rows += group_rows
         signatures += group_signatures or []
         matches += group_matches
+        if group_embeddings is not None:
+            embeddings.append(group_embeddings)
     kept, dup_removed = rows, []
     if config.dedup.enabled:
+        import numpy as np
+
         from .quality import deduplicate
 
         cfg = config.dedup
         kept, dup_removed = deduplicate(rows, text_key="question", threshold=cfg.threshold, num_perm=cfg.num_perm,
-                                        ngram=cfg.ngram, signatures=signatures)
+                                        ngram=cfg.ngram, signatures=signatures,
+                                        embeddings=np.vstack(embeddings) if embeddings else None,
+                                        semantic_threshold=cfg.semantic_threshold if embeddings else None)
     kept_ids = {r["id"] for r in kept}
     contaminated = {}
     for match in matches:  # the first match of each kept row explains its removal

@@ -213,10 +213,11 @@ def dedup_command(
     report: Annotated[Path, typer.Option("--report", "-r", help="JSON report listing every removed record "
                                                                   "with the id it duplicates.")],
     text_key: Annotated[str, typer.Option(help="Field compared.")] = "question",
-    threshold: Annotated[float, typer.Option(min=0.01, max=1.0, help="Jaccard similarity of word-shingle "
-                                                                      "sets counted as near-duplicate.")] = 0.8,
+    threshold: Annotated[float, typer.Option(min=0.01, max=1.0, help=(
+        "Exact Jaccard similarity of character-shingle sets (numbers masked) at or above which two records are "
+        "near-duplicates; MinHash LSH only proposes the candidates."))] = 0.7,
     num_perm: Annotated[int, typer.Option(min=16, help="MinHash permutations.")] = 128,
-    ngram: Annotated[int, typer.Option(min=1, help="Words per shingle.")] = 5,
+    ngram: Annotated[int, typer.Option(min=1, help="Characters per shingle.")] = 5,
 ) -> None:
     """Remove exact and near-duplicate records (MinHash LSH), keeping the first occurrence."""
     records = _read_records(input, ("id", text_key), (text_key,))
@@ -243,11 +244,12 @@ def decontam_command(
     benchmark: Annotated[Optional[list[str]], typer.Option(
         help="Benchmark as name=path:field[,field...][,id=id_field] (repeatable).")] = None,
     shared: Annotated[Optional[bool], typer.Option(
-        "--shared/--no-shared", help="Also use GSM8K test and MATH test from the shared data folder "
-                                     "($SYNTHLLM_DATA or ../shared/data). Default: only when no "
-                                     "--benchmark is given.")] = None,
-    data_dir: Annotated[Optional[Path], typer.Option(help="Shared data folder holding gsm8k/test.jsonl and "
-                                                          "math/test.jsonl.")] = None,
+        "--shared/--no-shared", help="Also use the SPEC's six benchmarks found in the shared data folder "
+                                     "($SYNTHLLM_DATA or ../shared/data): GSM8K, MATH, Minerva, OlympiadBench, "
+                                     "CollegeMath, Gaokao-2023-En test sets. Default: only when no --benchmark "
+                                     "is given.")] = None,
+    data_dir: Annotated[Optional[Path], typer.Option(help="Shared data folder holding gsm8k/test.jsonl, "
+                                                          "math/test.jsonl and the others.")] = None,
     fields: Annotated[str, typer.Option(help="Comma-separated record fields to check.")] = "question,answer",
     ngram: Annotated[int, typer.Option(min=5, help="Token n-gram length of the candidate index.")] = 13,
     verify_ngram: Annotated[int, typer.Option(min=3, help="Token k-gram length of the coverage check.")] = 6,
