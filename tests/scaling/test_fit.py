@@ -182,7 +182,7 @@ def test_form_risk_band_widens_with_distance_and_covers_a_wrong_form():
     fit = fit_law(sizes, truth(sizes), method="forecast")
     risk = form_risk(fit)
     assert fit.form_risk is risk and risk.slope > 0
-    assert risk.distances.min() >= 1.0 and len(risk.distances) == len(risk.log_errors) == 4 + 3 + 2 + 1
+    assert risk.distances.min() >= 1.0 and len(risk.distances) == len(risk.log_errors) == 1 + 2 + 3 + 4
     future = sizes[-1] * np.array([2.0, 4.0, 8.0])
     band = predict_with_band(fit, future)
     widths = np.log(band["high"] / band["low"])
@@ -195,10 +195,10 @@ def test_form_risk_band_widens_with_distance_and_covers_a_wrong_form():
 def test_form_risk_of_an_exact_law_is_negligible():
     truth = RectifiedLaw(B=500.0, D_l=120.0, beta=0.45, E=1.1)
     sizes = np.array([200.0 * 2**k for k in range(10)])
-    risk = form_risk(fit_law(sizes, truth.predict(sizes), method="forecast", floor_prior=None))
+    risk = form_risk(fit_law(sizes, truth.predict(sizes), method="forecast", floor_prior=None), prior_slope=0.0)
     assert risk.slope < 1e-3
-    with pytest.raises(ValueError, match="more than 5 positive sizes"):
-        form_risk(fit_law(sizes[:5], truth.predict(sizes[:5]), method="forecast"))
+    with pytest.raises(ValueError, match="more than 4 positive sizes"):
+        form_risk(fit_law(sizes[:4], truth.predict(sizes[:4]), method="forecast"))
 
 
 def test_forecast_fit_still_reproduces_table1():

@@ -102,7 +102,7 @@ def fit(
         result = fit_law(sizes[:n_fit], errors[:n_fit], law, method=fit_method, delta=delta)
         if bootstrap:
             bootstrap_fit(result, bootstrap, seed=seed)
-        if np.count_nonzero(result.sizes > 0) > 5:  # bands that include the error of the law's form
+        if np.count_nonzero(result.sizes > 0) > 4:  # bands that include the error of the law's form
             form_risk(result)
         fits[model] = result
         report[model] = _model_report(

@@ -577,7 +577,8 @@ class FormRisk:
     Attributes
     ----------
     slope : float
-        Root mean square of ``log error / distance`` over the left-out predictions.
+        Root mean square of ``log error / distance`` over the left-out
+        predictions (and ``prior_pairs`` pseudo-predictions at ``prior_slope``).
     residual_sd : float
         In-sample RMS log residual of the fit.
     largest_size : float
@@ -620,7 +621,12 @@ class FormRisk:
         return predicted * np.exp(-half_width), predicted * np.exp(half_width)
 
 
-def form_risk(fit: FitResult, max_left_out: int = 4, min_points: int = 5) -> FormRisk:
+#: Pooled RMS extrapolation error per doubling of the forecast fit on Lin et al.'s 90 curves (tail refits).
+PRIOR_SLOPE = 0.018
+
+
+def form_risk(fit: FitResult, max_left_out: int = 4, min_points: int = 4, *,
+              prior_slope: float = PRIOR_SLOPE, prior_pairs: float = 2.0) -> FormRisk:
     """Measure how far the fit's own procedure misses when it extrapolates this curve.
 
     Refits (same law, method and settings as ``fit``) leave out the ``k``
@@ -637,8 +643,16 @@ def form_risk(fit: FitResult, max_left_out: int = 4, min_points: int = 5) -> For
         A fit from :func:`fit_law`.
     max_left_out : int, default=4
         Largest number of points left out.
-    min_points : int, default=5
-        Fewest positive sizes a refit may use.
+    min_points : int, default=4
+        Fewest positive sizes a refit may use (the rectified law has 4 parameters).
+    prior_slope : float, default=0.018
+        Error per doubling that a curve is assumed to have before its own
+        refits are seen: the pooled value of Lin et al.'s 90 curves. It counts
+        as ``prior_pairs`` left-out predictions, so a short or very smooth curve
+        (SynthLLM's Table 1 allows one refit, on points that are themselves a
+        fitted law) does not get a band of zero width; 0 turns it off.
+    prior_pairs : float, default=2
+        Weight of ``prior_slope``, in left-out predictions.
 
     Returns
     -------
@@ -665,7 +679,8 @@ def form_risk(fit: FitResult, max_left_out: int = 4, min_points: int = 5) -> For
     distances, log_errors = np.array(distances), np.array(log_errors)
     residuals = np.log(fit.predict(sizes)) - np.log(errors)
     fit.form_risk = FormRisk(
-        slope=float(np.sqrt(np.mean((log_errors / distances) ** 2))),
+        slope=float(np.sqrt((np.sum((log_errors / distances) ** 2) + prior_pairs * prior_slope**2)
+                            / (distances.size + prior_pairs))),
         residual_sd=float(np.sqrt(np.mean(residuals**2))),
         largest_size=float(sizes.max()),
         distances=distances,
