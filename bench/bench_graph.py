@@ -19,6 +19,7 @@ Usage::
 
     nice -n 5 python bench/bench_graph.py            # full size
     nice -n 5 python bench/bench_graph.py --docs 100000
+    nice -n 5 python bench/bench_graph.py --build-only   # corpus, build and networkx only
 """
 
 from __future__ import annotations
