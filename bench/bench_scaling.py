@@ -4,6 +4,8 @@ Run from the repository root (single BLAS thread, as the fitters use):
 
     nice -n 5 python bench/bench_scaling.py --out bench/results/scaling.md
 
+    nice -n 5 python bench/bench_scaling.py --sensitivity   # only the forecast fit's constants
+
 Sections:
 1. Lin et al. (2024), all 90 curves: in-sample RMSD under log (fit on sizes
    200..1,638,400) against the paper's own fitter, and extrapolation (fit on
@@ -212,10 +214,43 @@ def table1_benchmark(lines: list[str]) -> None:
     lines.append("")
 
 
+def sensitivity(lines: list[str]) -> None:
+    """Held-out RMSD (log) of ``method="forecast"`` over a grid of its constants, with and without D = 0."""
+    lines += ["## Sensitivity of the forecast fit to its constants (held-out RMSD under log, 90 curves)", ""]
+    lines += ["| tail_weight | floor_prior | mean, no D = 0 | mean, with D = 0 |", "|---|---|---|---|"]
+    curves = []
+    for dataset in LIN_DATASETS:
+        sizes, by_model = load_lin_curves(DATA, dataset)
+        curves += [(sizes, losses) for losses in by_model.values()]
+    for tail_weight in (0.5, 0.8):
+        for prior in ((0.3, 0.1), (0.3, 0.25), (0.3, 0.5), (0.4, 0.1), (0.4, 0.25), (0.4, 0.5)):
+            means = []
+            for with_zero in (False, True):
+                values = []
+                for sizes, losses in curves:
+                    train = (sizes <= TRAIN_MAX) & ((sizes > 0) | with_zero)
+                    fit = fit_law(sizes[train], losses[train], method="forecast", tail_weight=tail_weight,
+                                  floor_prior=prior)
+                    values.append(rmsd_log(fit.predict(sizes[sizes > TRAIN_MAX]), losses[sizes > TRAIN_MAX]))
+                means.append(np.mean(values))
+            lines.append(f"| {tail_weight} | {prior} | {means[0]:.4f} | {means[1]:.4f} |")
+            print(lines[-1], flush=True)
+    lines.append("")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, help="write the markdown report here")
+    parser.add_argument("--sensitivity", action="store_true",
+                        help="only the grid of the forecast fit's constants (tail_weight, floor_prior)")
     arguments = parser.parse_args()
+    if arguments.sensitivity:
+        lines = ["Command: `nice -n 5 python bench/bench_scaling.py --sensitivity`", ""]
+        sensitivity(lines)
+        print("\n".join(lines))
+        if arguments.out:
+            arguments.out.write_text("\n".join(lines))
+        return
     lines = ["# synthllm.scaling benchmark", "", "Command: `nice -n 5 python bench/bench_scaling.py --out bench/results/scaling.md`", ""]
     started = time.perf_counter()
     cpu = lin_benchmark(lines)
