@@ -97,6 +97,13 @@ def bench_gmm() -> None:
               f"error vs reference median |e| {entry['error_median_abs']:.4f} rms {entry['error_rms']:.4f}")
     print(f"  histogram/exact: median std {histogram['median'] / exact['median']:.1f}x, "
           f"median |error| {histogram['error_median_abs'] / exact['error_median_abs']:.1f}x")
+    # Per-round values (kept in gmm.json): how closely each estimator follows the reference, round by round.
+    for name in ("exact", "histogram"):
+        pairs = [(np.concatenate(sweep[name]["rounds"]), np.concatenate(sweep["reference"]["rounds"]))
+                 for sweep in study["sweeps"].values()]
+        estimate, reference = (np.concatenate(part) for part in zip(*pairs))
+        print(f"  {name:9s} per-round correlation with the reference: {np.corrcoef(estimate, reference)[0, 1]:.3f} "
+              f"({estimate.size} rounds)")
 
 
 def main() -> None:

@@ -19,6 +19,7 @@ Usage::
 
     nice -n 5 python bench/bench_graph.py            # full size
     nice -n 5 python bench/bench_graph.py --docs 100000
+    nice -n 5 python bench/bench_graph.py --build-only   # corpus, build and networkx only
 """
 
 from __future__ import annotations
@@ -191,6 +192,16 @@ def resident_mib() -> float:
         return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
+def ingest_rate(corpus, n_ingest: int) -> None:
+    """Print the per-document ``add_document`` rate on the first ``n_ingest`` documents."""
+    doc_ids, topic_names, concept_names, topic_indptr, topic_indices, concept_indptr, concept_indices = corpus
+    documents = [(doc_ids[i], [(topic_names[t], [concept_names[c] for c in concept_indices[
+        concept_indptr[i]:concept_indptr[i + 1]]]) for t in topic_indices[topic_indptr[i]:topic_indptr[i + 1]]])
+        for i in range(n_ingest)]
+    _, ingest_cpu, _ = timed(lambda: ConceptGraphBuilder().add_records(documents))
+    print(f"add_document: {n_ingest / ingest_cpu:,.0f} documents/s CPU ({n_ingest} documents)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--docs", type=int, default=1_000_000, help="documents in the generated corpus")
@@ -199,6 +210,7 @@ def main() -> None:
     parser.add_argument("--bisect-walks", type=int, default=50_000, help="walks for the tuned bisect walker")
     parser.add_argument("--ingest-docs", type=int, default=100_000, help="documents for the add_document rate")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--build-only", action="store_true", help="stop after the build against networkx")
     args = parser.parse_args()
 
     started = time.perf_counter()
@@ -217,14 +229,8 @@ def main() -> None:
     tracemalloc.stop()
     print(f"build peak traced memory: {peak / 2**20:.0f} MiB")
 
-    doc_ids, topic_names, concept_names, topic_indptr, topic_indices, concept_indptr, concept_indices = corpus
-    n_ingest = min(args.ingest_docs, args.docs)
-    documents = [(doc_ids[i], [(topic_names[t], [concept_names[c] for c in concept_indices[
-        concept_indptr[i]:concept_indptr[i + 1]]]) for t in topic_indices[topic_indptr[i]:topic_indptr[i + 1]]])
-        for i in range(n_ingest)]
-    _, ingest_cpu, _ = timed(lambda: ConceptGraphBuilder().add_records(documents))
-    print(f"add_document: {n_ingest / ingest_cpu:,.0f} documents/s CPU ({n_ingest} documents)")
-    del documents
+    if not args.build_only:
+        ingest_rate(corpus, min(args.ingest_docs, args.docs))
 
     upper = sparse.triu(graph.weights, k=1).tocoo()
     pairs = list(zip(upper.row.tolist(), upper.col.tolist(), upper.data.tolist()))
@@ -238,6 +244,8 @@ def main() -> None:
           f"+{nx_mib:.0f} MiB resident")
     print(f"build speed-up vs networkx: {nx_cpu / build_cpu:.1f}x (CPU time)")
     del nx_graph, pairs
+    if args.build_only:
+        return
 
     attempted = graph.n_topics * args.epochs
     walk_arrays, cold_cpu, cold_wall = timed(lambda: sample_walk_arrays(graph, epochs=args.epochs, seed=args.seed))

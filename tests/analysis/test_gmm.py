@@ -56,3 +56,34 @@ def test_cli_gmm_writes_json_and_png(tmp_path):
     study = json.loads((tmp_path / "gmm.json").read_text())
     assert study["sweeps"]["K"]["exact"]["values"] == [2, 3]
     assert (tmp_path / "gmm.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_per_round_values_are_kept_and_reproduce_the_summary(small_study):
+    """gmm.json keeps every round (and every repeat), so spreads and correlations can be recomputed."""
+    from synthllm.analysis.gmm import round_summary
+
+    rounds = small_study["settings"]["rounds"]
+    repeats = small_study["settings"]["repeats"]
+    for sweep in small_study["sweeps"].values():
+        for name, data in sweep.items():
+            assert len(data["rounds"]) == len(data["values"])
+            for index, per_round in enumerate(data["rounds"]):
+                assert len(per_round) == rounds
+                assert round_summary(per_round) == pytest.approx((data["mean"][index], data["sem"][index]), abs=1e-15)
+                if name != "reference":
+                    estimates = np.asarray(data["estimates"][index])
+                    assert estimates.shape == (rounds, repeats)
+                    assert estimates.mean(axis=1) == pytest.approx(per_round, abs=1e-12)
+    # Round r of each estimator is the same setup: the exact estimator tracks the reference round by round.
+    exact = np.concatenate(small_study["sweeps"]["J"]["exact"]["rounds"])
+    reference = np.concatenate(small_study["sweeps"]["J"]["reference"]["rounds"])
+    assert np.corrcoef(exact, reference)[0, 1] > 0.9
+
+
+def test_cli_gmm_json_has_per_round_values(tmp_path):
+    result = CliRunner().invoke(app, ["gmm", "--rounds", "2", "--repeats", "2", "--max-value", "3",
+                                      "--n-eval", "200", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    exact = json.loads((tmp_path / "gmm.json").read_text())["sweeps"]["L"]["exact"]
+    assert len(exact["rounds"]) == 2 and all(len(per_round) == 2 for per_round in exact["rounds"])
+    assert np.asarray(exact["estimates"]).shape == (2, 2, 2)

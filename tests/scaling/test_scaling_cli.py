@@ -80,3 +80,20 @@ def test_missing_file_and_bad_option(tmp_path):
     path.write_text("model,tokens,metric\nm,1,3\nm,2,2\nm,3,1.5\n")
     result = runner.invoke(app, [str(path), "--law", "cubic"])
     assert result.exit_code == 2 and "--law must be" in result.output
+
+
+def test_fit_reports_forecast_intervals_that_cover_the_heldout_point(table1_csv, tmp_path):
+    """Default method 'forecast': the 95% interval includes the error of the law's form (form_risk)."""
+    json_path = tmp_path / "fit.json"
+    result = runner.invoke(app, [str(table1_csv), "--metric", "accuracy", "--holdout-last", "1", "--bootstrap", "0",
+                                 "--at", "1e13", "--json", str(json_path)])
+    assert result.exit_code == 0, result.output
+    document = json.loads(json_path.read_text())
+    assert document["method"] == "forecast"
+    for model in document["models"].values():
+        assert model["form_risk"]["refits_left_out"] == 1 and model["form_risk"]["slope_per_doubling"] > 0
+        heldout = model["heldout"][0]
+        assert heldout["low"] <= heldout["observed"] <= heldout["high"]
+        forecast = model["forecast"][0]
+        # wider 3.3 doublings out than 2 doublings out
+        assert forecast["high"] - forecast["low"] > heldout["high"] - heldout["low"]

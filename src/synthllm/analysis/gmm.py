@@ -156,6 +156,24 @@ def one_setup(K: int, J: int, L: int, rng: np.random.Generator, *, dim: int = 2,
     return result
 
 
+def round_summary(per_round: list[float]) -> tuple[float, float]:
+    """Mean and standard error over rounds, as :func:`gmm_study` stores them.
+
+    Parameters
+    ----------
+    per_round : list of float
+        One sweep value's gaps, one per round (``sweeps[param][estimator]["rounds"][i]``).
+
+    Returns
+    -------
+    mean, sem : float
+        The average gap and its standard error (0 with a single round).
+    """
+    values = np.asarray(per_round, dtype=np.float64)
+    sem = values.std(ddof=1) / np.sqrt(values.size) if values.size > 1 else 0.0
+    return float(values.mean()), float(sem)
+
+
 def gmm_study(rounds: int = 6, seed: int = 0, *, values: tuple[int, ...] = SWEEP_VALUES,
               base: int = 2, repeats: int = 4, n_eval: int = 1000, params: str = "KJL") -> dict:
     """Sweep K, J and L over ``values`` with the other two at ``base``.
@@ -181,8 +199,13 @@ def gmm_study(rounds: int = 6, seed: int = 0, *, values: tuple[int, ...] = SWEEP
     -------
     dict
         ``sweeps[param][estimator]`` with ``values``, ``mean`` (gap averaged over
-        rounds) and ``sem`` (standard error over rounds), for the estimators
-        ``exact``, ``histogram`` and ``reference``; ``noise[estimator]``: the
+        rounds), ``sem`` (standard error over rounds) and ``rounds`` (one list
+        per value: the gap of each round, in round order, so that spreads and
+        per-round correlations between estimators can be recomputed; round
+        ``r`` of every estimator is the same random setup), for the estimators
+        ``exact``, ``histogram`` and ``reference``; ``exact`` and ``histogram``
+        also keep ``estimates`` (per value, per round: the ``repeats``
+        individual gap estimates whose mean is the round's gap); ``noise[estimator]``: the
         run-to-run standard deviation of one gap estimate on a fixed setup
         (``median`` and root-mean-square ``rms`` over setups) and ``error``:
         the root-mean-square distance of one estimate from the reference; and
@@ -200,23 +223,31 @@ def gmm_study(rounds: int = 6, seed: int = 0, *, values: tuple[int, ...] = SWEEP
     with threadpool_limits(1):
         for param in params:
             param_index = "KJL".index(param)
-            sweep = {name: {"values": list(values), "mean": [], "sem": []} for name in (*estimators, "reference")}
+            sweep = {name: {"values": list(values), "mean": [], "sem": [], "rounds": []}
+                     for name in (*estimators, "reference")}
+            for name in estimators:
+                sweep[name]["estimates"] = []
             for value in values:
                 sizes = {"K": base, "J": base, "L": base, param: value}
                 per_round: dict[str, list[float]] = {name: [] for name in sweep}
+                per_repeat: dict[str, list[list[float]]] = {name: [] for name in estimators}
                 for round_index in range(rounds):
                     rng = np.random.default_rng([seed, param_index, value, round_index])
                     gaps = one_setup(sizes["K"], sizes["J"], sizes["L"], rng, repeats=repeats, n_eval=n_eval)
-                    per_round["reference"].append(gaps["reference"])
+                    per_round["reference"].append(float(gaps["reference"]))
                     for name in estimators:
                         estimates = np.asarray(gaps[name])
+                        per_repeat[name].append([float(estimate) for estimate in estimates])
                         per_round[name].append(float(estimates.mean()))
                         spreads[name].append(float(estimates.std(ddof=1)))
                         errors[name].extend((estimates - gaps["reference"]).tolist())
                 for name, means in per_round.items():
-                    sweep[name]["mean"].append(float(np.mean(means)))
-                    sem = np.std(means, ddof=1) / np.sqrt(rounds) if rounds > 1 else 0.0
-                    sweep[name]["sem"].append(float(sem))
+                    mean, sem = round_summary(means)
+                    sweep[name]["mean"].append(mean)
+                    sweep[name]["sem"].append(sem)
+                    sweep[name]["rounds"].append(means)
+                for name in estimators:
+                    sweep[name]["estimates"].append(per_repeat[name])
             sweeps[param] = sweep
     noise = {name: {"median": float(np.median(spreads[name])),
                     "rms": float(np.sqrt(np.mean(np.square(spreads[name])))),

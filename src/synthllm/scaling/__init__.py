@@ -3,9 +3,11 @@
 - Laws: :class:`RectifiedLaw` ``B/(D_l + D^beta) + E`` (Lin et al., 2024),
   :class:`VanillaLaw` ``B/D^beta + E`` and :class:`ChinchillaLaw`
   ``E + A/N^alpha + B/D^beta``.
-- Fitting: :func:`fit_law` (multi-start Huber in log space, or Lin et al.'s
-  two-stage procedure), :func:`fit_chinchilla` (Epoch AI's procedure),
-  :func:`bootstrap_fit` (residual bootstrap).
+- Fitting: :func:`fit_law` (multi-start Huber in log space, Lin et al.'s
+  two-stage procedure, or ``method="forecast"``, made for extrapolation),
+  :func:`fit_chinchilla` (Epoch AI's procedure), :func:`bootstrap_fit`
+  (residual bootstrap), :func:`form_risk` (forecast bands from refits that
+  leave out the largest sizes).
 - Forecasts: :func:`predict_with_band`, :func:`size_for_target`,
   :func:`plateau_point`, :func:`compare_models`.
 """
@@ -14,12 +16,15 @@ from synthllm.scaling.fit import (
     BootstrapResult,
     ChinchillaFit,
     FitResult,
+    FormRisk,
     bootstrap_fit,
     epoch_init_grid,
     fit_chinchilla,
     fit_law,
+    form_risk,
     huber,
     rmsd_log,
+    tail_weights,
 )
 from synthllm.scaling.forecast import (
     ModelComparison,
@@ -53,6 +58,7 @@ __all__ = [
     "ChinchillaFit",
     "ChinchillaLaw",
     "FitResult",
+    "FormRisk",
     "ModelComparison",
     "Plateau",
     "RectifiedLaw",
@@ -64,10 +70,12 @@ __all__ = [
     "epoch_init_grid",
     "fit_chinchilla",
     "fit_law",
+    "form_risk",
     "huber",
     "plateau_point",
     "predict_with_band",
     "read_results_csv",
     "rmsd_log",
     "size_for_target",
+    "tail_weights",
 ]

@@ -19,8 +19,8 @@ from rich.table import Table
 
 from synthllm.cliutil import fail, handle_errors
 from synthllm.errors import InputError
-from synthllm.scaling.fit import bootstrap_fit, fit_law, rmsd_log
-from synthllm.scaling.forecast import compare_models, plateau_point, size_for_target
+from synthllm.scaling.fit import bootstrap_fit, fit_law, form_risk, rmsd_log
+from synthllm.scaling.forecast import compare_models, plateau_point, predict_with_band, size_for_target
 from synthllm.scaling.results import read_results_csv
 
 __all__ = ["app", "fit"]
@@ -63,15 +63,19 @@ def fit(
         float, typer.Option(help="Huber switch point on log residuals; 0 fits by least squares.")
     ] = 0.01,
     method: Annotated[
-        str, typer.Option(help="'multistart' (Huber, L-BFGS-B) or 'two-stage' (Lin et al.).")
-    ] = "multistart",
+        str,
+        typer.Option(
+            help="'forecast' (tail-weighted, bounded floor; made for extrapolation), "
+            "'multistart' (Huber, L-BFGS-B) or 'two-stage' (Lin et al.)."
+        ),
+    ] = "forecast",
     seed: Annotated[int, typer.Option(help="Seed of the bootstrap.")] = 0,
 ) -> None:
     """Fit a scaling law to each model's (size, metric) points and forecast from it."""
     if law not in ("rectified", "vanilla"):
         fail(f"--law must be 'rectified' or 'vanilla', got {law!r}")
-    if method not in ("multistart", "two-stage"):
-        fail(f"--method must be 'multistart' or 'two-stage', got {method!r}")
+    if method not in ("forecast", "multistart", "two-stage"):
+        fail(f"--method must be 'forecast', 'multistart' or 'two-stage', got {method!r}")
     if method == "two-stage" and law != "rectified":
         fail("--method two-stage is defined for --law rectified only")
     if holdout_last < 0 or bootstrap < 0 or huber_delta < 0:
@@ -98,10 +102,12 @@ def fit(
                 f"{results_csv}: model {model!r} has a point at size 0, "
                 "which the vanilla law cannot fit (use --law rectified)"
             )
-        fit_method = "two_stage" if method == "two-stage" else "multistart"
+        fit_method = method.replace("-", "_")
         result = fit_law(sizes[:n_fit], errors[:n_fit], law, method=fit_method, delta=delta)
         if bootstrap:
             bootstrap_fit(result, bootstrap, seed=seed)
+        if np.count_nonzero(result.sizes > 0) > 4:  # bands that include the error of the law's form
+            form_risk(result)
         fits[model] = result
         report[model] = _model_report(
             result, sizes[n_fit:], errors[n_fit:], results, forecast_sizes, target, plateau_threshold
@@ -167,7 +173,12 @@ def _model_report(result, heldout_sizes, heldout_errors, results, forecast_sizes
     bands = {}
     for name, sizes in (("heldout", heldout_sizes), ("forecast", forecast_sizes)):
         if sizes.size:
-            bands[name] = (result.predict(sizes), *(result.bootstrap.band(sizes) if result.bootstrap else (None, None)))
+            band = predict_with_band(result, sizes)
+            bands[name] = (band["error"], band.get("low"), band.get("high"))
+    if result.form_risk is not None:
+        entry["form_risk"] = {"slope_per_doubling": result.form_risk.slope,
+                              "residual_sd": result.form_risk.residual_sd,
+                              "refits_left_out": int(result.form_risk.distances.size)}
     if heldout_sizes.size:
         entry["rmsd_log_heldout"] = rmsd_log(bands["heldout"][0], heldout_errors)
     for name, sizes, observed in (("heldout", heldout_sizes, heldout_errors), ("forecast", forecast_sizes, None)):

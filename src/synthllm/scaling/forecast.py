@@ -32,12 +32,17 @@ _SEARCH_RANGE = (1e-3, 1e30)
 
 
 def predict_with_band(fit: FitResult, sizes: np.ndarray, level: float = 0.95) -> dict[str, np.ndarray]:
-    """Predicted error at ``sizes`` with a pointwise confidence band.
+    """Predicted error at ``sizes`` with a pointwise band.
+
+    The band is the forecast interval of :func:`synthllm.scaling.fit.form_risk`
+    when it has run on ``fit`` (it includes the error of the law's form),
+    otherwise the bootstrap band of :func:`synthllm.scaling.fit.bootstrap_fit`
+    (noise around the fit only); without either there is no band.
 
     Parameters
     ----------
     fit : FitResult
-        A fit; its band needs :func:`synthllm.scaling.fit.bootstrap_fit` to have run.
+        A fit.
     sizes : array-like
         Data sizes.
     level : float, default=0.95
@@ -46,11 +51,13 @@ def predict_with_band(fit: FitResult, sizes: np.ndarray, level: float = 0.95) ->
     Returns
     -------
     dict
-        ``"size"``, ``"error"`` and, when bootstrapped, ``"low"`` and ``"high"``.
+        ``"size"``, ``"error"`` and, with a band, ``"low"`` and ``"high"``.
     """
     sizes = np.asarray(sizes, dtype=float)
     forecast = {"size": sizes, "error": fit.predict(sizes)}
-    if fit.bootstrap is not None:
+    if fit.form_risk is not None:
+        forecast["low"], forecast["high"] = fit.form_risk.band(forecast["error"], sizes, level)
+    elif fit.bootstrap is not None:
         forecast["low"], forecast["high"] = fit.bootstrap.band(sizes, level)
     return forecast
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from synthllm.scaling.fit import FitResult
+from synthllm.scaling.forecast import predict_with_band
 
 __all__ = ["plot_fits"]
 
@@ -20,12 +21,13 @@ def plot_fits(
     error_label: str = "error",
     extend_to: float | None = None,
 ) -> Path:
-    """Draw data points, fitted curves and bootstrap bands on log-log axes.
+    """Draw data points, fitted curves and 95% bands on log-log axes.
 
     Parameters
     ----------
     fits : dict[str, FitResult]
-        Model name -> fit (bands are drawn for fits that were bootstrapped).
+        Model name -> fit (bands as in :func:`predict_with_band`: form-risk
+        intervals where :func:`form_risk` ran, else bootstrap bands).
     path : str or Path
         Output image file (PNG).
     heldout : dict[str, (sizes, errors)], optional
@@ -58,9 +60,9 @@ def plot_fits(
         shown = fit.sizes > 0  # D = 0 has no place on a log axis
         axes.scatter(fit.sizes[shown], fit.errors[shown], color=colour, s=28, zorder=3, label=f"{name} (fitted)")
         axes.plot(grid, fit.predict(grid), color=colour, linewidth=1.6)
-        if fit.bootstrap is not None:
-            low, high = fit.bootstrap.band(grid)
-            axes.fill_between(grid, low, high, color=colour, alpha=0.18, linewidth=0)
+        band = predict_with_band(fit, grid)
+        if "low" in band:
+            axes.fill_between(grid, band["low"], band["high"], color=colour, alpha=0.18, linewidth=0)
         if name in heldout:
             sizes, errors = heldout[name]
             axes.scatter(
@@ -72,7 +74,8 @@ def plot_fits(
     axes.set_xlabel(size_label)
     axes.set_ylabel(error_label)
     law = next(iter(fits.values())).law.name
-    axes.set_title(f"{law} law fit; shaded: 95% bootstrap band")
+    kind = "forecast interval" if any(fit.form_risk is not None for fit in fits.values()) else "bootstrap band"
+    axes.set_title(f"{law} law fit; shaded: 95% {kind}")
     axes.grid(True, which="both", alpha=0.25)
     axes.legend(fontsize=8)
     figure.tight_layout()
