@@ -202,6 +202,7 @@ def _mount_optional_commands() -> None:
 
     app.command("report")(report_command)
     app.command("gmm")(gmm)
+    app.command("study")(__import__("synthllm.study.cli", fromlist=["study"]).study)
 
 
 _mount_optional_commands()
