@@ -51,6 +51,11 @@ def study_command(config, out):
     return [sys.executable, "-m", "synthllm.cli", "study", str(config), "--out", str(out)]
 
 
+def run_study_process(config, out):
+    result = subprocess.run(study_command(config, out), env=child_env(), capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-4000:]
+
+
 def child_env():
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     src = str(__import__("synthllm").__path__[0].rsplit("/synthllm", 1)[0])
@@ -59,14 +64,14 @@ def child_env():
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory, ):
+def reference(tmp_path_factory):
     from testdata import SHARED_DATA
 
     if not SHARED_DATA.is_dir():
         pytest.skip("../shared/data is not present")
     folder = tmp_path_factory.mktemp("reference")
     config = tiny_config(SHARED_DATA, folder)
-    subprocess.run(study_command(config, folder / "out"), check=True, env=child_env(), capture_output=True)
+    run_study_process(config, folder / "out")
     return folder / "out"
 
 
@@ -118,7 +123,7 @@ def test_kill_minus_9_mid_unit_then_the_same_command_completes_it(reference, tmp
     assert not (unit / "done.json").exists() and not (unit / "train.json").exists()
     finished = {name: (out / "units" / name / "done.json") for name in ("base", "train-n2-s0")}
     before = {name: (path.read_bytes(), path.stat().st_mtime_ns) for name, path in finished.items()}
-    subprocess.run(study_command(config, out), check=True, env=child_env(), capture_output=True)
+    run_study_process(config, out)
     assert {name: (path.read_bytes(), path.stat().st_mtime_ns) for name, path in finished.items()} == before
     record = json.loads((unit / "train.json").read_text())
     assert record["resumed_from"].startswith("checkpoint-") and record["steps"] == 4

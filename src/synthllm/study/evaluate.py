@@ -5,7 +5,8 @@
   folder, or an OpenAI-compatible server that serves it (``eval.backend:
   openai``) — graded by :mod:`synthllm.study.grading`.
 - **Held-out loss**: mean NLL per token of the benchmark's reference
-  solutions given the chat-formatted question, scored with
+  solutions given the chat-formatted question (bf16 autocast where the device
+  computes bf16 natively, else fp32), scored with
   :func:`synthllm.analysis.entropy.conditional_nll` (the same scorer as the
   report's entropy proxies). It stays informative where accuracy is near zero:
   SmolLM2-135M answers almost no GSM8K problem, yet its loss on the reference
@@ -39,9 +40,13 @@ class Scorer:
     def __init__(self, model_folder: Path, device: str = "cpu", max_tokens: int = 512, batch_size: int = 16):
         from ..llm.embedded import load_reference_model
 
+        from .train import bf16_supported
+
         self.lm, self.tokenizer = load_reference_model(str(model_folder), device)
         self.max_tokens = max_tokens
         self.batch_size = batch_size
+        self.device = device
+        self.bf16 = bf16_supported(device)
 
     def context(self, prompt: list[dict]) -> str:
         """The chat-formatted prompt up to the start of the assistant turn."""
@@ -53,8 +58,12 @@ class Scorer:
 
         if not answers:
             return {"nats_per_token": None, "tokens": 0, "n": 0}
-        result = conditional_nll(self.lm, self.tokenizer, answers, [self.context(p) for p in prompts],
-                                 max_tokens=self.max_tokens, batch_size=self.batch_size)
+        import torch
+
+        # bf16 autocast where the hardware has it (2.4x faster on an AVX512-BF16 CPU); log-softmax stays fp32
+        with torch.autocast(self.device.split(":")[0], dtype=torch.bfloat16, enabled=self.bf16):
+            result = conditional_nll(self.lm, self.tokenizer, answers, [self.context(p) for p in prompts],
+                                     max_tokens=self.max_tokens, batch_size=self.batch_size)
         return {"nats_per_token": result["nats_per_token"], "tokens": result["tokens"], "n": result["n_texts"]}
 
     def close(self) -> None:

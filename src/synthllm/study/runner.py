@@ -256,13 +256,14 @@ class Study:
 
         result: dict = {"benchmarks": {}, "train_loss": {}, "entropy": {}}
         datasets = list(self.sets) if unit.is_base else [unit.dataset]
+        # Both are the NLL of the first samples of a set: named by set and count, so equal requests share one file.
         for dataset in datasets:
             count = min(ev.train_loss_items, unit.samples or ev.train_loss_items)
             result["train_loss"][dataset] = self._cached(
-                unit_dir, f"train_loss-{dataset}", fingerprint, sample_nll(self.sets[dataset][:count]))
+                unit_dir, f"nll-{dataset}-{count}", fingerprint, sample_nll(self.sets[dataset][:count]))
         for dataset, samples in self.sets.items():
             result["entropy"][dataset] = self._cached(
-                unit_dir, f"entropy-{dataset}", fingerprint, sample_nll(samples[: ev.entropy_items]))
+                unit_dir, f"nll-{dataset}-{ev.entropy_items}", fingerprint, sample_nll(samples[: ev.entropy_items]))
         for name, items in self.benchmarks.items():
             spec = self.bench_specs[name]
             loss_items = items[: spec.loss_items]
