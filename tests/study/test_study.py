@@ -31,11 +31,11 @@ def tiny_config(shared_data, folder, **extra) -> dict:
     config = {
         "train": {"path": str(shared_data / "gsm8k" / "train.jsonl"), "limit": 16},
         "sizes": {"values": [2, 4]},
-        "training": {"preset": "cpu", "method": "lora", "max_length": 64, "per_device_batch_size": 1,
+        "training": {"preset": "cpu", "method": "lora", "max_length": 128, "per_device_batch_size": 1,
                      "batch_size": 1, "epochs": 1, "threads": 1, "save_steps": 1, "lora_r": 4},
         "eval": {"benchmarks": [{"name": "gsm8k", "path": str(shared_data / "gsm8k" / "test.jsonl"),
                                  "accuracy_items": 2, "loss_items": 3}],
-                 "max_new_tokens": 8, "batch_size": 4, "train_loss_items": 2, "entropy_items": 2, "max_tokens": 64,
+                 "max_new_tokens": 8, "batch_size": 4, "train_loss_items": 2, "entropy_items": 2, "max_tokens": 128,
                  "device": "cpu"},
         "fit": {"holdout_last": 0, "bootstrap": 0},
         "checkpoints": "none",
@@ -113,7 +113,7 @@ def test_kill_minus_9_mid_unit_then_the_same_command_completes_it(reference, tmp
     unit = out / "units" / "train-n4-s0"
     deadline = time.monotonic() + 900
     try:
-        while not list((unit / "trainer").glob("checkpoint-*")):
+        while not list((unit / "trainer").glob("checkpoint-*/.complete")):  # a whole checkpoint to resume from
             assert process.poll() is None, "the study ended before the second unit checkpointed"
             assert time.monotonic() < deadline
             time.sleep(0.05)

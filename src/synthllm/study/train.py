@@ -31,7 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from ..errors import MissingDependency
+from ..errors import InputError, MissingDependency
 
 __all__ = ["bf16_supported", "sft_config_kwargs", "train_unit"]
 
@@ -146,12 +146,41 @@ def timed_checkpoints(minutes: float):
     return TimedCheckpoints()
 
 
+COMPLETE = ".complete"
+
+
+def checkpoint_markers():
+    """A trainer callback that marks a checkpoint complete once the trainer has written all of it.
+
+    transformers writes ``checkpoint-N/`` file by file; a kill during the save leaves a folder
+    that ``get_last_checkpoint`` still returns and ``train(resume_from_checkpoint=...)`` rejects
+    (found by tests/study/test_study.py's kill -9). Only marked checkpoints are resumed from.
+    """
+    from transformers import TrainerCallback
+
+    from ..store import atomic_write_text
+
+    class CheckpointMarkers(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            if folder.is_dir():
+                atomic_write_text(folder / COMPLETE, f"{state.global_step}\n")
+            return control
+
+    return CheckpointMarkers()
+
+
 def _last_checkpoint(folder: Path) -> str | None:
+    """The newest complete checkpoint in ``folder``; incomplete ones (a kill during a save) are removed."""
     if not folder.is_dir():
         return None
-    from transformers.trainer_utils import get_last_checkpoint
-
-    return get_last_checkpoint(str(folder))
+    found = sorted((int(path.name.split("-")[1]), path) for path in folder.glob("checkpoint-*")
+                   if path.name.split("-")[1].isdigit())
+    complete = [path for _, path in found if (path / COMPLETE).is_file()]
+    for _, path in found:
+        if not (path / COMPLETE).is_file():
+            shutil.rmtree(path, ignore_errors=True)
+    return str(complete[-1]) if complete else None
 
 
 def train_unit(model_folder: Path, samples, training, seed: int, unit_dir: Path, device: str = "cpu") -> dict:
@@ -207,6 +236,10 @@ def train_unit(model_folder: Path, samples, training, seed: int, unit_dir: Path,
     args = SFTConfig(**sft_config_kwargs(training, len(samples), seed, trainer_dir, device))
     trainer = SFTTrainer(model=model, args=args, train_dataset=sft_dataset(samples), processing_class=tokenizer,
                          peft_config=peft_config)
+    if len(trainer.train_dataset) == 0:
+        raise InputError.at("training.max_length", f"every sample of {unit_dir.name} has a prompt of "
+                            f"{training.max_length} tokens or more, so no answer token is left to train on")
+    trainer.add_callback(checkpoint_markers())
     if not training.save_steps:
         trainer.add_callback(timed_checkpoints(training.checkpoint_minutes))
     trainer.remove_callback(PrinterCallback)  # the study logs one line per unit; the loss curve is in trainer_state.json
