@@ -217,6 +217,9 @@ def _mount_optional_commands() -> None:
     from .card_cli import app as card_app
 
     app.add_typer(card_app)  # synthllm card, synthllm push
+    from .study.cli import study
+
+    app.command("study")(study)
 
 
 _mount_step_commands()
