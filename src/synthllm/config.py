@@ -57,6 +57,14 @@ class LLMConfig(_Section):
     batch_max_bytes: int = Field(200 * 1024 * 1024, ge=1024, description="Batch mode: bytes per request file at most (OpenAI: 200 MB).")
     batch_max_rounds: int = Field(3, ge=1, description="Batch mode: submissions per request at most; requests missing after an expired or partly failed batch are re-submitted until then.")
 
+    @model_validator(mode="after")
+    def _batch_needs_a_server(self) -> "LLMConfig":
+        if self.mode == "batch" and self.backend == "embedded":
+            raise ValueError("mode 'batch' needs backend 'openai' (a provider's Batch API) or 'vllm' (vllm run-batch)")
+        if self.batch_submitter == "vllm" and self.backend == "openai" and self.mode == "batch":
+            raise ValueError("batch_submitter 'vllm' runs the model on this machine: use backend 'vllm'")
+        return self
+
 
 class GenerationConfig(_Section):
     """Sampling settings shared by the model stages (each stage can override)."""

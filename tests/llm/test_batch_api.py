@@ -140,3 +140,14 @@ def test_factory_builds_a_batch_backend_and_needs_a_state_folder(fake, tmp_path)
     assert backend.prices == {"prompt": 0.5, "completion": 0.5}
     assert backend.generate(requests_for(1))[0].text == "reply to: question 0"
     backend.close()
+
+
+@pytest.mark.parametrize("llm, message", [
+    ({"backend": "embedded", "mode": "batch"}, "needs backend 'openai'"),
+    ({"backend": "openai", "mode": "batch", "batch_submitter": "vllm"}, "use backend 'vllm'"),
+])
+def test_config_rejects_batch_mode_without_a_batch_capable_backend(llm, message):
+    from synthllm.config import load_config
+
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, {"llm": llm})
