@@ -215,6 +215,35 @@ def _log_tail(path: Path, chars: int = 3000) -> str:
         return "(no log)"
 
 
+def start_guarded(command: Sequence[str], python: str, grace: float, log, env: dict | None = None
+                  ) -> tuple[subprocess.Popen, int]:
+    """Start ``command`` under the guard (see the module docstring).
+
+    Parameters
+    ----------
+    command : the program and its arguments.
+    python : interpreter that runs the guard (any Python 3).
+    grace : seconds between SIGTERM and SIGKILL when the group is stopped.
+    log : open file for the output of the guard and ``command``.
+    env : the environment (default: this one).
+
+    Returns
+    -------
+    (the guard's process, the pipe's write end): closing the write end, or the
+    end of this process, stops ``command`` and every process in its group.
+    """
+    read_end, write_end = os.pipe()  # both non-inheritable; the guard gets read_end as its stdin only
+    try:
+        process = subprocess.Popen([python, "-c", _GUARD, str(grace), *command], stdin=read_end, stdout=log,
+                                   stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    except BaseException:
+        os.close(write_end)
+        raise
+    finally:
+        os.close(read_end)
+    return process, write_end
+
+
 class VLLMServer:
     """One vLLM OpenAI-compatible server process, started and watched by synthllm.
 
@@ -278,14 +307,8 @@ class VLLMServer:
             seconds; the message ends with the tail of its log.
         """
         self.args = engine_args(self.args, self.model, probe_vllm(self.python))
-        read_end, write_end = os.pipe()  # both non-inheritable; the guard gets read_end as its stdin only
-        try:
-            with open(self.log_path, "ab") as log:
-                self.process = subprocess.Popen([self.python, "-c", _GUARD, str(self.grace), *self.command],
-                                                stdin=read_end, stdout=log, stderr=subprocess.STDOUT,
-                                                env=self.env, start_new_session=True)
-        finally:
-            os.close(read_end)
+        with open(self.log_path, "ab") as log:
+            self.process, write_end = start_guarded(self.command, self.python, self.grace, log, self.env)
         self._pipe_write = write_end
         # Closed at interpreter exit too, if nobody called stop(); a kill -9 closes it in the kernel.
         self._finalizer = weakref.finalize(self, _close_fd, write_end, self.process)
