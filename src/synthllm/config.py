@@ -33,8 +33,8 @@ class InputConfig(_Section):
 
 
 class LLMConfig(_Section):
-    backend: Literal["embedded", "openai"] = Field("embedded", description="'embedded': a local transformers model; 'openai': any OpenAI-compatible chat-completions server.")
-    model: str = Field("smollm2-135m-instruct", description="Embedded: 'smollm2-135m-instruct' (packaged), a model folder or a .gguf file. OpenAI: the served model name.")
+    backend: Literal["embedded", "openai", "vllm"] = Field("embedded", description="'embedded': a local transformers model; 'openai': any OpenAI-compatible chat-completions server; 'vllm': a vLLM server that synthllm starts on loopback, uses and stops (pip install 'synthllm[vllm]', or bash scripts/setup_vllm.sh for its own virtualenv).")
+    model: str = Field("smollm2-135m-instruct", description="Embedded and vLLM: 'smollm2-135m-instruct' (packaged), a model folder or a .gguf file (vLLM also takes a hub id). OpenAI: the served model name.")
     batch_size: int = Field(8, ge=1, description="Embedded: prompts generated together.")
     device: str = Field("cpu", description="Embedded: torch device ('cpu', 'cuda').")
     threads: int | None = Field(None, ge=1, description="Embedded: torch CPU threads (default: all cores).")
@@ -50,6 +50,26 @@ class LLMConfig(_Section):
     breaker_seconds: float = Field(60.0, gt=0, description="OpenAI: ... once that streak of failures has lasted this many seconds; the run then stops with exit status 3, its work kept (re-run once the server is back).")
     context_window: int | None = Field(None, ge=1, description="OpenAI: the model's context window; longer prompts are rejected with a recorded reason instead of being sent.")
     prices: dict[str, float] | None = Field(None, description="OpenAI: {'prompt': $ per 1M tokens, 'completion': $ per 1M tokens} for cost accounting.")
+    vllm_python: str | None = Field(None, description="vLLM: the Python interpreter that has vLLM installed (server and batch runner); default $SYNTHLLM_VLLM_PYTHON, else .venv-vllm/bin/python in the working folder or the synthllm checkout, else this Python.")
+    vllm_args: list[str] = Field(default_factory=list, description="vLLM: extra arguments for the server and the batch runner, e.g. ['--enforce-eager', '--max-model-len', '4096'].")
+    vllm_startup_timeout: float = Field(600.0, gt=0, description="vLLM: seconds to wait for the managed server's /health before giving up (the error shows the server log's tail).")
+    vllm_kv_cache_gb: float = Field(2.0, gt=0, description="vLLM CPU build: KV-cache size in GiB (VLLM_CPU_KVCACHE_SPACE, unless the environment sets it).")
+    mode: Literal["live", "batch"] = Field("live", description="'live': one request at a time; 'batch': each stage's pending requests go out as batch jobs (OpenAI Batch API or vllm run-batch), resumable, at the batch price.")
+    batch_submitter: Literal["auto", "openai", "vllm"] = Field("auto", description="Batch mode: 'openai' = the /v1/files + /v1/batches API of llm.base_url (or OpenAI); 'vllm' = vLLM's batch runner on this machine; 'auto' = 'vllm' with backend vllm, else 'openai'.")
+    batch_discount: float = Field(0.5, gt=0, le=1, description="Batch mode: price factor applied to llm.prices (0.5 at OpenAI and Anthropic).")
+    batch_completion_window: str = Field("24h", description="Batch mode (OpenAI API): the completion window requested.")
+    batch_poll_interval: float | None = Field(None, gt=0, description="Batch mode: seconds between polls; default 30 for the OpenAI API, 2 for vLLM.")
+    batch_max_requests: int = Field(50_000, ge=1, description="Batch mode: requests per request file at most (OpenAI: 50,000); larger batches are split.")
+    batch_max_bytes: int = Field(200 * 1024 * 1024, ge=1024, description="Batch mode: bytes per request file at most (OpenAI: 200 MB).")
+    batch_max_rounds: int = Field(3, ge=1, description="Batch mode: submissions per request at most; requests missing after an expired or partly failed batch are re-submitted until then.")
+
+    @model_validator(mode="after")
+    def _batch_needs_a_server(self) -> "LLMConfig":
+        if self.mode == "batch" and self.backend == "embedded":
+            raise ValueError("mode 'batch' needs backend 'openai' (a provider's Batch API) or 'vllm' (vllm run-batch)")
+        if self.batch_submitter == "vllm" and self.backend == "openai" and self.mode == "batch":
+            raise ValueError("batch_submitter 'vllm' runs the model on this machine: use backend 'vllm'")
+        return self
 
 
 class GenerationConfig(_Section):
