@@ -56,7 +56,8 @@ class Pipeline:
         self.declared = tuple(steps)
         self.steps = {step.name: step for step in self.declared}
         self.store = RunStore(out)
-        self.executor = make_executor(config, given_backend(backend) if backend is not None else backend_factory, cache)
+        self.executor = make_executor(config, given_backend(backend) if backend is not None else backend_factory, cache,
+                                      state_dir=self.store.root / "llm")
         self.show_progress = show_progress
         self.fingerprints: dict[str, str] = {}
         self.manifest = self.store.read_manifest()

@@ -25,7 +25,8 @@ from .base import BackendFactory, Executor, Shard
 __all__ = ["BackendFactory", "Executor", "Shard", "make_executor"]
 
 
-def make_executor(config: Config, backend_factory: BackendFactory | None = None, cache=None) -> Executor:
+def make_executor(config: Config, backend_factory: BackendFactory | None = None, cache=None,
+                  state_dir=None) -> Executor:
     """The executor ``config.executor`` names.
 
     Parameters
@@ -34,6 +35,7 @@ def make_executor(config: Config, backend_factory: BackendFactory | None = None,
     backend_factory : builds the backend; default ``make_backend(config)``.
     cache : a :class:`~synthllm.llm.cache.ResponseCache` to use locally
         (default: one opened on ``config.cache_path``).
+    state_dir : a folder the default backend may own (batch jobs' state, the vLLM server's log).
     """
     if config.executor == "ray":
         from .ray_executor import RayExecutor
@@ -42,4 +44,5 @@ def make_executor(config: Config, backend_factory: BackendFactory | None = None,
     from ..llm.factory import make_backend
     from .local import LocalExecutor
 
-    return LocalExecutor(config, backend_factory or functools.partial(make_backend, config), cache)
+    return LocalExecutor(config, backend_factory or functools.partial(make_backend, config, state_dir=state_dir),
+                         cache)
