@@ -56,8 +56,9 @@ QUESTION_STAGES = ("level1", "level2", "level3")
 
 
 def _request_shape(stage: ModelStage) -> list:
-    """What a stage's requests depend on besides its config: template version, prefill, stops."""
-    return [stage.prompt_version, stage.prefill, stage.sampling.as_dict()]
+    """What a stage's requests depend on besides its config: template version, prefill, stops, grammar."""
+    return [stage.prompt_version, stage.prefill, stage.sampling.as_dict(),
+            stage.grammar.sha256 if stage.grammar is not None else None]
 
 
 def _sampling(section, seed: int) -> Sampling:
@@ -355,7 +356,8 @@ class Pipeline:
 
     def concepts(self) -> dict:
         cfg = self.config.concepts
-        stage = ExtractConcepts(_sampling(cfg, self.config.seed), cfg.prompt_version, cfg.max_document_chars)
+        stage = ExtractConcepts(_sampling(cfg, self.config.seed), cfg.prompt_version, cfg.max_document_chars,
+                               cfg.grammar_version, cfg.topics, cfg.concepts_per_topic)
         self._fingerprint("concepts", cfg.model_dump(mode="json"), self._model_key(), _request_shape(stage),
                           self.fingerprints[self.document_stage], self.config.seed)
         return self._run_stage(stage, self._shards_of(self.document_stage), "concepts")
@@ -363,7 +365,7 @@ class Pipeline:
     def level1(self) -> dict:
         cfg = self.config.level1
         stage = Level1Questions(_sampling(cfg, self.config.seed), cfg.prompt_version, cfg.questions_per_document,
-                                cfg.max_document_chars)
+                                cfg.max_document_chars, cfg.grammar_version)
         self._fingerprint("level1", cfg.model_dump(mode="json"), self._model_key(), _request_shape(stage),
                           self.fingerprints[self.document_stage], self.config.seed)
         return self._run_stage(stage, self._shards_of(self.document_stage), "level1")
@@ -371,7 +373,7 @@ class Pipeline:
     def level2(self) -> dict:
         cfg = self.config.level2
         stage = Level2Questions(_sampling(cfg, self.config.seed), cfg.prompt_version, cfg.questions_per_document,
-                                cfg.max_document_chars)
+                                cfg.max_document_chars, cfg.grammar_version)
         self._fingerprint("level2", cfg.model_dump(mode="json"), self._model_key(), _request_shape(stage),
                           self.fingerprints["concepts"], self.config.seed)
 
@@ -441,7 +443,7 @@ class Pipeline:
     def level3(self) -> dict:
         cfg = self.config.level3
         stage = Level3Questions(_sampling(cfg, self.config.seed), cfg.prompt_version, cfg.questions_per_walk,
-                                cfg.max_reference_chars)
+                                cfg.max_reference_chars, cfg.grammar_version)
         self._fingerprint("level3", cfg.model_dump(mode="json"), self._model_key(), _request_shape(stage),
                           self.fingerprints["walks"], self.config.seed)
 
@@ -455,7 +457,7 @@ class Pipeline:
 
     def answers(self) -> dict:
         cfg = self.config.answers
-        stage = AnswerQuestions(_sampling(cfg, self.config.seed), cfg.prompt_version, cfg.samples)
+        stage = AnswerQuestions(_sampling(cfg, self.config.seed), cfg.prompt_version, cfg.samples, cfg.grammar_version)
         upstream = [self.fingerprints.get(s) for s in QUESTION_STAGES]
         self._fingerprint("answers", cfg.model_dump(mode="json"), self._model_key(), _request_shape(stage),
                           upstream, self.config.seed)

@@ -24,9 +24,7 @@ ShardSource = Iterable[tuple[str, Callable[[], list[dict]], int]]
 
 
 def _requests_for(stage: ModelStage, record: dict) -> list[ChatRequest]:
-    messages = stage.build(record)
-    return [ChatRequest.from_messages(messages, stage.sampling, sample_index, stage.prefill)
-            for sample_index in range(stage.n_samples)]
+    return stage.requests(record)  # messages, sampling, prefill and the reply grammar
 
 
 def answer_requests(requests: list[ChatRequest], backend: Backend, cache: ResponseCache | None,

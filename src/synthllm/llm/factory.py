@@ -24,10 +24,11 @@ def make_backend(config: "Config", shared_budget=None) -> Backend:
         from .embedded import TransformersBackend
 
         return TransformersBackend(llm.model, batch_size=llm.batch_size, device=llm.device, threads=llm.threads,
-                                   repetition_penalty=llm.repetition_penalty)
+                                   repetition_penalty=llm.repetition_penalty, dtype=llm.dtype,
+                                   constrained=llm.constrained != "off")
     from .openai_backend import OpenAIBackend
 
     return OpenAIBackend(model=llm.model, base_url=llm.base_url, api_key_env=llm.api_key_env,
                          max_concurrency=llm.max_concurrency, rpm=llm.rpm, tpm=llm.tpm, timeout=llm.timeout,
                          max_retries=llm.max_retries, context_window=llm.context_window, prices=llm.prices,
-                         shared_budget=shared_budget)
+                         shared_budget=shared_budget, constrained=llm.constrained)
