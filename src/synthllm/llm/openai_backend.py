@@ -619,7 +619,11 @@ class OpenAIBackend:
                 raise self._halt(f"{self.base_url or 'OpenAI API'} refused the request, {message}{hint}")
             if status in _RETRYABLE_STATUS or status >= 500:
                 raise _Retryable(message, parse_retry_after(exc.response.headers), status in _OVERLOAD_STATUS)
-            raise _Final(message, status=status)
+            try:  # the client's message may omit the body, which names a rejected field
+                body = self._scrub(exc.response.text[:500])
+            except Exception:  # pragma: no cover - a body that cannot be read
+                body = ""
+            raise _Final(message if body in message else f"{message} ({body})", status=status)
         except openai.APITimeoutError:
             raise _Retryable(f"no answer within the {self.timeout:g} s timeout") from None
         except openai.APIConnectionError as exc:
