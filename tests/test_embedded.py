@@ -56,3 +56,68 @@ def test_tiny_demo_run_with_the_real_model(backend, tmp_path):
     again.close()
     assert all(s.get("this_run", {}).get("model_calls", 0) == 0 for s in manifest2["stages"].values())
     assert json.loads((tmp_path / "run" / "manifest.json").read_text())["dataset_rows"] == len(rows)
+
+
+def test_constrained_replies_match_the_stage_grammar_and_parse(backend):
+    """Under its grammar every Level-1 reply is in the paper's format (unconstrained: 0/32 in issue #14)."""
+    xgr = pytest.importorskip("xgrammar")
+    from xgrammar.testing import _is_grammar_accept_string
+
+    from synthllm.stages.level1 import Level1Questions
+
+    assert backend.constrained and backend.describe()["dtype"] in ("bfloat16", "float32")
+    stage = Level1Questions(Sampling(max_tokens=160, temperature=0.4), max_questions=2, max_source_chars=600)
+    docs = [{"id": "a", "text": "The slope of a line through (x1, y1) and (x2, y2) is (y2 - y1) / (x2 - x1)."},
+            {"id": "b", "text": "To round a whole number to the nearest hundred, look at the tens digit."}]
+    requests = [r for d in docs for r in stage.requests(d)]
+    replies = backend.generate(requests)
+    grammar = xgr.Grammar.from_ebnf(stage.grammar.text)
+    for doc, reply in zip(docs, replies):
+        assert reply.ok and reply.finish_reason == "stop", reply
+        # the stop string (the last block's closing tag) is cut from the reply, as servers do
+        assert any(_is_grammar_accept_string(grammar, reply.text + end) for end in ("", *stage.sampling.stop)), \
+            reply.text
+        if "NOT_SUITABLE" not in reply.text:
+            assert stage.parse(doc, [reply.text])
+    assert len(backend._compiled) == 1  # compiled once for both requests
+
+
+def _tiny_model(folder, seed):
+    """A real (tiny, random) Llama checkpoint with SmolLM2's tokenizer, saved in ``folder``."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from synthllm.llm.embedded import resolve_model_path
+
+    torch.manual_seed(seed)
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_path())
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=512)
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+def test_local_models_in_folders_of_the_same_name_do_not_share_cached_replies(tmp_path):
+    """Issue #13 defect 5: /runA/final and /runB/final replayed each other's cached answers."""
+    import shutil
+
+    from synthllm.executors.local import answer_requests
+    from synthllm.llm.cache import ResponseCache
+    from synthllm.llm.embedded import TransformersBackend, model_identity
+
+    first = _tiny_model(tmp_path / "runA" / "final", seed=1)
+    second = _tiny_model(tmp_path / "runB" / "final", seed=2)
+    copy = shutil.copytree(first, tmp_path / "copy" / "final")
+    assert model_identity(first) != model_identity(second)
+    assert model_identity(first) == model_identity(copy)  # a copy is the same model
+    cache = ResponseCache(tmp_path / "cache.sqlite3")
+    request = ChatRequest.from_messages([{"role": "user", "content": "Name a prime."}],
+                                        Sampling(max_tokens=4, temperature=0.0))
+    a = TransformersBackend(first, batch_size=1, dtype="float32", constrained=False)
+    b = TransformersBackend(second, batch_size=1, dtype="float32", constrained=False)
+    assert a.model_name.startswith("final@") and a.model_name != b.model_name
+    assert not answer_requests([request], a, cache)[0].cached
+    assert not answer_requests([request], b, cache)[0].cached  # before the fix: replayed A's reply
+    assert answer_requests([request], a, cache)[0].cached
+    cache.close()

@@ -137,10 +137,22 @@ def test_repeated_topics_are_merged():
 def test_templates_with_a_worked_example_render_a_prior_exchange():
     from synthllm.prompts import load_template
 
-    messages = load_template("concepts").render(document="Fractions are parts of a whole.")
+    messages = load_template("concepts", "v3").render(document="Fractions are parts of a whole.")
     assert [m["role"] for m in messages] == ["system", "user", "assistant", "user"]
     assert "<key_concept>" in messages[2]["content"] and "Fractions are parts" in messages[3]["content"]
     assert "{{" not in "".join(m["content"] for m in messages)
+
+
+def test_v4_templates_show_no_example_content_the_model_could_copy():
+    from synthllm.prompts import load_template
+
+    for name in ("concepts", "level1", "level2", "level3"):
+        template = load_template(name)
+        assert template.version == "v4" and template.example is None
+    text = " ".join(m["content"] for m in load_template("level1").render(
+        document="DOC", max_questions=3, sentinel="NONE"))
+    # v3's worked example (a jacket on sale) was copied into 11 of 17 demo questions
+    assert "jacket" not in text and "QUESTION ABOUT THE DOCUMENT" in text
 
 
 def test_questions_are_trimmed_of_appended_answers_and_loops():

@@ -24,9 +24,13 @@ def demo_config(docs: int, corpus: Path | None = None, model: str | None = None)
         "shard_size": 32,
         # the sample is curated textbook text, and a 135M model cannot rate documents reliably
         "filter": {"enabled": False},
-        "concepts": {"max_tokens": 200, "max_document_chars": 1500, "temperature": 0.2},
-        "level1": {"max_tokens": 128, "max_document_chars": 1500, "temperature": 0.4, "questions_per_document": 1},
-        "level2": {"max_tokens": 256, "max_document_chars": 1500, "temperature": 0.8, "questions_per_document": 3},
+        # The reply grammars (issue #14) keep even a 135M model in format, so the demo asks for
+        # several questions per document (Fig. 5's within-document histogram needs pairs) and
+        # bounds the concept lists to what fits its token budget (SPEC: 1-5 topics, 5-20 concepts).
+        "concepts": {"max_tokens": 200, "max_document_chars": 1500, "temperature": 0.2,
+                     "topics": [1, 3], "concepts_per_topic": [5, 8]},
+        "level1": {"max_tokens": 240, "max_document_chars": 1500, "temperature": 0.4, "questions_per_document": 3},
+        "level2": {"max_tokens": 320, "max_document_chars": 1500, "temperature": 0.8, "questions_per_document": 3},
         "level3": {"max_tokens": 160, "temperature": 0.4, "max_walks": max(2, docs // 2), "questions_per_walk": 1,
                    "max_reference_chars": 700},
         "answers": {"max_tokens": 128, "temperature": 0.3},

@@ -251,3 +251,38 @@ def test_retry_after_header_forms():
     assert parse_retry_after({"retry-after-ms": "1500", "retry-after": "9"}) == 1.5
     assert parse_retry_after({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}) == 0.0  # in the past
     assert parse_retry_after({}) is None
+
+
+@pytest.mark.server
+def test_a_server_that_rejects_the_grammar_field_gets_unconstrained_requests(openai_server, backend_factory,
+                                                                             caplog):
+    """transformers serve answers 422 'Unexpected fields' to vLLM's structured_outputs: warn once, fall back."""
+    import dataclasses
+
+    from synthllm.llm.base import Sampling
+    from synthllm.stages.level1 import Level1Questions
+
+    stage = Level1Questions(Sampling(max_tokens=24, temperature=0.0), max_questions=1, max_source_chars=300)
+    requests = [r for text in ("Slopes of lines.", "Rounding numbers.")
+                for r in stage.requests({"id": text, "text": text})]
+    assert all(r.grammar for r in requests)
+    backend = backend_factory(openai_server.model, openai_server.base_url, max_concurrency=1, constrained="vllm")
+    assert backend.describe()["constrained"] is True
+    with caplog.at_level("WARNING", logger="synthllm.llm.openai"):
+        replies = backend.generate(requests)
+        again = backend.generate([dataclasses.replace(requests[0], sample_index=1)])
+    assert all(r.ok and r.text for r in replies + again), [(r.error, r.text) for r in replies + again]
+    assert "structured_outputs" in backend.grammar_rejected
+    assert backend.describe()["constrained"] is False
+    rejected = [r for r in caplog.records if "rejected the vllm grammar field" in r.getMessage()]
+    assert len(rejected) == 1  # said once for the run, not once per request
+    assert backend.usage["failed"] == 0
+
+
+def test_grammar_fields_per_dialect():
+    from synthllm.llm.openai_backend import grammar_fields
+
+    assert grammar_fields("g", "auto") == grammar_fields("g", "vllm") == {"structured_outputs": {"grammar": "g"}}
+    assert grammar_fields("g", "sglang") == {"ebnf": "g"} and grammar_fields("g", "llamacpp") == {"grammar": "g"}
+    with pytest.raises(ValueError, match="dialect"):
+        grammar_fields("g", "tgi")

@@ -35,10 +35,8 @@ ShardSource = Iterable[tuple[str, Callable[[], list[dict]], int]]
 
 
 def stage_requests(stage: ModelStage, record: dict) -> list[ChatRequest]:
-    """The ``n_samples`` requests of one input record."""
-    messages = stage.build(record)
-    return [ChatRequest.from_messages(messages, stage.sampling, sample_index, stage.prefill)
-            for sample_index in range(stage.n_samples)]
+    """The ``n_samples`` requests of one input record (messages, sampling, prefill and the reply grammar)."""
+    return stage.requests(record)
 
 
 def answer_requests(requests: list[ChatRequest], backend: Backend, cache: ResponseCache | None,

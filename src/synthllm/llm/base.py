@@ -49,30 +49,42 @@ class ChatRequest:
     that can continue a started assistant turn (the embedded one) starts the
     reply with it and returns it as part of the text; others ignore it, so
     parsers must accept replies with or without it.
+    ``grammar`` is the EBNF (xgrammar / GBNF) the whole reply must match, or
+    None: backends that can constrain decoding enforce it (the embedded one
+    with xgrammar, servers through their own request field); a backend that
+    enforces it starts the reply at the grammar's root and ignores
+    ``prefill``. Others send the request unconstrained.
     """
 
     messages: tuple[tuple[str, str], ...]
     sampling: Sampling = field(default_factory=Sampling)
     sample_index: int = 0
     prefill: str = ""
+    grammar: str | None = None
 
     @classmethod
     def from_messages(cls, messages: Sequence[dict], sampling: Sampling, sample_index: int = 0,
-                      prefill: str = "") -> "ChatRequest":
-        return cls(tuple((m["role"], m["content"]) for m in messages), sampling, sample_index, prefill)
+                      prefill: str = "", grammar: str | None = None) -> "ChatRequest":
+        return cls(tuple((m["role"], m["content"]) for m in messages), sampling, sample_index, prefill, grammar)
 
     def message_dicts(self) -> list[dict]:
         return [{"role": role, "content": content} for role, content in self.messages]
 
     def cache_key(self, model: str) -> str:
-        """Hash of (model, sampling parameters, messages, sample index).
+        """Hash of (model, sampling parameters, messages, sample index, prefill, grammar).
 
         The messages are hashed piece by piece, each prefixed with its length
         (so no two different conversations hash the same input), instead of
         being serialised first: prompts are long and this runs per request.
+        The grammar enters the key only when set, so keys of unconstrained
+        requests stay what they were. A constrained request and the same one
+        unconstrained have different keys even when a server ignored the
+        grammar: the cache never mixes the two kinds of reply.
         """
-        digest = hashlib.sha256(json.dumps([model, self.sampling.as_dict(), self.sample_index, self.prefill],
-                                           separators=(",", ":")).encode())
+        head = [model, self.sampling.as_dict(), self.sample_index, self.prefill]
+        if self.grammar is not None:
+            head.append(hashlib.sha256(self.grammar.encode("utf-8")).hexdigest())
+        digest = hashlib.sha256(json.dumps(head, separators=(",", ":")).encode())
         for role, content in self.messages:
             for part in (role.encode(), content.encode("utf-8")):
                 digest.update(len(part).to_bytes(8, "little"))

@@ -39,7 +39,8 @@ def make_backend(config: "Config", shared_budget=None, state_dir: Path | None = 
         from .embedded import TransformersBackend
 
         return TransformersBackend(llm.model, batch_size=llm.batch_size, device=llm.device, threads=llm.threads,
-                                   repetition_penalty=llm.repetition_penalty)
+                                   repetition_penalty=llm.repetition_penalty, dtype=llm.dtype,
+                                   constrained=llm.constrained != "off")
     if llm.backend == "vllm":
         from .vllm_server import VLLMBackend
 
@@ -57,7 +58,8 @@ def _openai_options(llm) -> dict:
     """What the OpenAI-compatible client takes from ``llm`` besides the model, URL and key."""
     return dict(max_concurrency=llm.max_concurrency, rpm=llm.rpm, tpm=llm.tpm, timeout=llm.timeout,
                 max_retries=llm.max_retries, context_window=llm.context_window, prices=llm.prices,
-                breaker_failures=llm.breaker_failures, breaker_seconds=llm.breaker_seconds)
+                breaker_failures=llm.breaker_failures, breaker_seconds=llm.breaker_seconds,
+                constrained=llm.constrained)
 
 
 def _batch_backend(config: "Config", state_dir: Path | None) -> Backend:

@@ -50,6 +50,13 @@ What happens to each request:
    its shard uncommitted and the next run tries again. A prompt over the
    context window, a 400 or a content filter is final (``retryable=False``).
 
+6. *Grammar.* A request with a ``grammar`` carries it in the field of the
+   server's dialect (:func:`grammar_fields`): vLLM ``structured_outputs``,
+   SGLang ``ebnf``, llama.cpp ``grammar``. When the server rejects that field
+   (HTTP 400/422 naming it), the backend remembers it for the rest of its
+   life, logs one warning, and sends that request and all later ones
+   unconstrained; the stages' tolerant parsers then read the replies.
+
 The API key is read from the environment variable ``api_key_env``; it is
 scrubbed from every error text and log line and never stored on the backend
 object itself (only inside the HTTP client). ``usage`` keeps running totals
@@ -85,6 +92,40 @@ _OVERLOAD_STATUS = {429, 503}
 
 
 from ..errors import BackendUnavailable  # noqa: E402  (re-exported)
+
+#: constrained-decoding dialects: the request field each server reads a grammar from
+GRAMMAR_DIALECTS = {
+    "vllm": "structured_outputs",  # vLLM >= 0.10.2: {"structured_outputs": {"grammar": ...}}
+    "sglang": "ebnf",
+    "llamacpp": "grammar",
+}
+
+
+def grammar_fields(grammar: str, dialect: str) -> dict:
+    """The extra request fields that ask a server of ``dialect`` to decode under ``grammar``.
+
+    Parameters
+    ----------
+    grammar : EBNF text (xgrammar / GBNF syntax).
+    dialect : ``"auto"`` (= ``"vllm"``), ``"vllm"``, ``"sglang"`` or ``"llamacpp"``.
+
+    Returns
+    -------
+    dict : fields to merge into the request body (the OpenAI client's ``extra_body``).
+    """
+    dialect = "vllm" if dialect == "auto" else dialect
+    if dialect == "vllm":
+        return {"structured_outputs": {"grammar": grammar}}
+    if dialect in GRAMMAR_DIALECTS:
+        return {GRAMMAR_DIALECTS[dialect]: grammar}
+    raise ValueError(f"unknown constrained-decoding dialect {dialect!r}; "
+                     f"expected auto, off or one of {sorted(GRAMMAR_DIALECTS)}")
+
+
+def _rejects_grammar(status: int, message: str, dialect: str) -> bool:
+    """Whether an error answer says the server does not accept the dialect's grammar field."""
+    field = GRAMMAR_DIALECTS["vllm" if dialect == "auto" else dialect]
+    return status in (400, 422) and field in message
 
 
 def estimate_prompt_tokens(messages: Sequence[dict]) -> int:
@@ -257,9 +298,9 @@ class _Retryable(Exception):
 class _Final(Exception):
     """An attempt failed in a way retrying cannot fix; the request fails with ``reason``."""
 
-    def __init__(self, reason: str, prompt_tokens: int = 0):
+    def __init__(self, reason: str, prompt_tokens: int = 0, status: int = 0):
         super().__init__(reason)
-        self.reason, self.prompt_tokens = reason, prompt_tokens
+        self.reason, self.prompt_tokens, self.status = reason, prompt_tokens, status
 
 
 class _LoopThread:
@@ -314,6 +355,9 @@ class OpenAIBackend:
         enforced on top of this backend's own; None for none. With one, each
         backend may keep the full ``max_concurrency``, ``rpm`` and ``tpm``: the
         budget caps their sum, and a busy backend can use what idle ones leave.
+    constrained : how requests' grammars are sent: ``"auto"`` (vLLM's field; a
+        server that rejects it falls back at once), ``"vllm"``, ``"sglang"``,
+        ``"llamacpp"``, or ``"off"`` (never sent).
     """
 
     def __init__(self, model: str, base_url: str | None = None, api_key_env: str = "OPENAI_API_KEY",
@@ -323,7 +367,9 @@ class OpenAIBackend:
                  token_counter: Callable[[list[dict]], int] | None = None, extra_body: dict | None = None,
                  backoff_base: float = 0.5, max_backoff: float = 60.0,
                  breaker_failures: int = 20, breaker_seconds: float = 60.0,
-                 shared_budget: SharedBudget | None = None):
+                 shared_budget: SharedBudget | None = None, constrained: str = "auto"):
+        if constrained != "off":
+            grammar_fields("", constrained)  # an unknown dialect fails here, not on the first request
         if max_concurrency < 1:
             raise ValueError(f"max_concurrency must be at least 1, got {max_concurrency}")
         if prices is not None and not set(prices) <= {"prompt", "completion"}:
@@ -352,6 +398,9 @@ class OpenAIBackend:
         self.backoff_base, self.max_backoff = backoff_base, max_backoff
         self.breaker_failures, self.breaker_seconds = breaker_failures, breaker_seconds
         self.shared_budget = shared_budget
+        self.constrained = constrained
+        #: set when the server rejected the grammar field: later requests go unconstrained
+        self.grammar_rejected: str | None = None
         # The key only lives in the scrubber and the client; both are hidden from repr.
         self._scrub = _make_scrubber(api_key if api_key != "EMPTY" else "")
         self._totals = {"requests": 0, "failed": 0, "retries": 0, "prompt_tokens": 0, "completion_tokens": 0}
@@ -460,9 +509,26 @@ class OpenAIBackend:
         }
         if sampling.stop:
             payload["stop"] = list(sampling.stop)
-        if self.extra_body:
-            payload["extra_body"] = self.extra_body
+        extra = dict(self.extra_body or {})
+        if request.grammar is not None and self.constrained != "off" and self.grammar_rejected is None:
+            extra.update(grammar_fields(request.grammar, self.constrained))
+        if extra:
+            payload["extra_body"] = extra
         return payload
+
+    def describe(self) -> dict:
+        """What generated the replies, for the manifest: backend, model, server, grammar dialect and whether it held."""
+        return {"backend": "openai", "model": self.model_name, "base_url": self.base_url,
+                "constrained": self.constrained != "off" and self.grammar_rejected is None,
+                "dialect": self.constrained, "grammar_rejected": self.grammar_rejected}
+
+    def _on_grammar_rejected(self, reason: str) -> None:
+        """Remember, once per backend, that the server refuses the grammar field; warn once."""
+        if self.grammar_rejected is None:
+            self.grammar_rejected = reason
+            logger.warning("%s rejected the %s grammar field (%s); sending requests unconstrained from now "
+                           "on and reading replies with the tolerant parsers", self.base_url or "the server",
+                           self.constrained, reason)
 
     async def _answer(self, request: ChatRequest) -> ChatResponse:
         if self._halted is not None:  # the breaker is open: nothing more is sent in this run
@@ -510,6 +576,11 @@ class OpenAIBackend:
                 continue
             except _Final as failure:
                 await self._release(lease, 0)
+                if "extra_body" in payload and _rejects_grammar(failure.status, failure.reason, self.constrained) \
+                        and request.grammar is not None:
+                    self._on_grammar_rejected(failure.reason)
+                    payload = self._payload(request)  # the same request, unconstrained; not a retry
+                    continue
                 return self._failed(failure.reason, failure.prompt_tokens)
             except BaseException:
                 await self._release(lease, 0)
@@ -607,7 +678,11 @@ class OpenAIBackend:
                 raise self._halt(f"{self.base_url or 'OpenAI API'} refused the request, {message}{hint}")
             if status in _RETRYABLE_STATUS or status >= 500:
                 raise _Retryable(message, parse_retry_after(exc.response.headers), status in _OVERLOAD_STATUS)
-            raise _Final(message)
+            try:  # the client's message may omit the body, which names a rejected field
+                body = self._scrub(exc.response.text[:500])
+            except Exception:  # pragma: no cover - a body that cannot be read
+                body = ""
+            raise _Final(message if body in message else f"{message} ({body})", status=status)
         except openai.APITimeoutError:
             raise _Retryable(f"no answer within the {self.timeout:g} s timeout") from None
         except openai.APIConnectionError as exc:

@@ -18,9 +18,13 @@ class AnswerQuestions(ModelStage):
     template_name = "answer"
     version_field = "answer_prompt_version"
 
-    def __init__(self, sampling, prompt_version=None, samples: int = 1):
+    def __init__(self, sampling, prompt_version=None, samples: int = 1, grammar_version: str | None = None):
         self.n_samples = samples
-        super().__init__(sampling, prompt_version)
+        super().__init__(sampling, prompt_version, grammar_version)
+
+    def grammar_fields(self) -> dict:
+        # about 50 tokens per line of at most 200 characters, and ~24 for the final line
+        return {"max_steps": max(1, (self.sampling.max_tokens - 24) // 50)}
 
     def build(self, record: Record) -> list[dict]:
         return self.template.render(question=record["question"])

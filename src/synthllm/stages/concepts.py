@@ -20,9 +20,34 @@ class ExtractConcepts(ModelStage):
     template_name = "concepts"
     prefill = "<level>"
 
-    def __init__(self, sampling, prompt_version=None, max_document_chars: int = 6000):
+    def __init__(self, sampling, prompt_version=None, max_document_chars: int = 6000,
+                 grammar_version: str | None = None, topics: tuple[int, int] = (1, 5),
+                 concepts: tuple[int, int] = (5, 20)):
         self.max_document_chars = max_document_chars
-        super().__init__(sampling, prompt_version)
+        self.topic_range, self.concept_range = tuple(topics), tuple(concepts)
+        for what, (low, high) in (("topics", self.topic_range), ("concepts", self.concept_range)):
+            if not 1 <= low <= high:
+                raise ValueError(f"{what} range must satisfy 1 <= min <= max, got {low}-{high}")
+        super().__init__(sampling, prompt_version, grammar_version)
+
+    def grammar_fields(self) -> dict:
+        """The numbered topic and concept lines: one alternative per topic count, concepts nested optional."""
+        (t_min, t_max), (c_min, c_max) = self.topic_range, self.concept_range
+        rules = []
+        for k in range(1, t_max + 1):
+            rules.append(f'topic-line-{k} ::= "{k}. " name "\\n"')
+            tail = ""
+            for m in range(c_max, c_min, -1):  # concepts c_min+1 .. c_max, each optional after the one before
+                tail = f'("{k}.{m}. " name "\\n"{(" " + tail) if tail else ""})?'
+            required = " ".join(f'"{k}.{m}. " name "\\n"' for m in range(1, c_min + 1))
+            rules.append(f'concept-block-{k} ::= "{k}. " name "\\n" {required}{(" " + tail) if tail else ""}')
+        for t in range(t_min, t_max + 1):
+            lines = " ".join(f"topic-line-{k}" for k in range(1, t + 1))
+            blocks = " ".join(f"concept-block-{k}" for k in range(1, t + 1))
+            rules.append(f'topics-{t} ::= "<topic>\\n" {lines} "</topic>\\n<key_concept>\\n" {blocks} "</key_concept>"')
+        choices = " | ".join(f"topics-{t}" for t in range(t_min, t_max + 1))
+        return {"min_topics": t_min, "max_topics": t_max, "min_concepts": c_min, "max_concepts": c_max,
+                "topic_choices": f"({choices})", "topic_rules": "\n".join(rules)}
 
     def stop_sequences(self) -> tuple[str, ...]:
         return ("</key_concept>",)

@@ -20,6 +20,9 @@ class Level1Questions(QuestionStage):
     name = "level1"
     template_name = "level1"
 
+    def grammar_fields(self) -> dict:
+        return {**super().grammar_fields(), "sentinel": NOT_SUITABLE}
+
     def build(self, record: Record) -> list[dict]:
         return self.template.render(document=truncate_text(record["text"], self.max_source_chars),
                                     max_questions=self.max_questions, sentinel=NOT_SUITABLE)
