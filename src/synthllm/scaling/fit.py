@@ -781,7 +781,10 @@ def bootstrap_fit(
     ----------
     fit : FitResult
         A multi-start fit (two-stage fits are bootstrapped with the multi-start
-        fitter and least squares, the same objective as their stage 2).
+        fitter and least squares, the same objective as their stage 2; forecast
+        fits with the multi-start fitter and their Huber ``delta``, without
+        tail weights or prior: the bootstrap measures the noise around the
+        curve, :func:`form_risk` the error of extrapolating it).
     n_boot : int, default=100
         Number of replicates.
     seed : int, default=0
