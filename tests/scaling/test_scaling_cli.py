@@ -91,7 +91,7 @@ def test_fit_reports_forecast_intervals_that_cover_the_heldout_point(table1_csv,
     document = json.loads(json_path.read_text())
     assert document["method"] == "forecast"
     for model in document["models"].values():
-        assert model["form_risk"]["refits_left_out"] == 1 and model["form_risk"]["slope_per_doubling"] > 0
+        assert model["form_risk"]["left_out_predictions"] == 1 and model["form_risk"]["slope_per_doubling"] > 0
         heldout = model["heldout"][0]
         assert heldout["low"] <= heldout["observed"] <= heldout["high"]
         forecast = model["forecast"][0]

@@ -364,16 +364,18 @@ class ConceptGraphBuilder:
         ValueError
             When a document id occurs twice.
         """
-        doc_ids = np.array(self._doc_ids, dtype=object)
         identity_order = all(map(operator.lt, self._doc_ids, self._doc_ids[1:]))
-        if identity_order:  # already in order (e.g. one sorted shard)
-            doc_order = np.arange(len(doc_ids))
+        if identity_order:  # strictly increasing (e.g. one sorted shard): in order and without repeats
+            doc_order = np.arange(len(self._doc_ids))
+            sorted_ids = self._doc_ids
         else:
+            doc_ids = np.array(self._doc_ids, dtype=object)
             doc_order = np.argsort(doc_ids.astype(str), kind="stable")
-        sorted_ids = doc_ids[doc_order]
-        duplicated = np.nonzero(sorted_ids[1:] == sorted_ids[:-1])[0]
-        if len(duplicated):
-            raise ValueError(f"document id {sorted_ids[duplicated[0]]!r} was added more than once")
+            sorted_ids = doc_ids[doc_order]
+            duplicated = np.nonzero(sorted_ids[1:] == sorted_ids[:-1])[0]
+            if len(duplicated):
+                raise ValueError(f"document id {sorted_ids[duplicated[0]]!r} was added more than once")
+            sorted_ids = sorted_ids.tolist()
         incidence = self.incidence()
         node_kind = np.frombuffer(self._node_kind, dtype=np.int8)
         names = self._node_name
@@ -418,7 +420,7 @@ class ConceptGraphBuilder:
         return ConceptGraph(
             topic_names=[names[i] for i in kept[:n_topics]],
             concept_names=[names[i] for i in kept[n_topics:]],
-            doc_ids=sorted_ids.tolist(),
+            doc_ids=list(sorted_ids),
             counts=counts,
             incidence=final_incidence,
             document_frequency=document_frequency,
@@ -448,12 +450,18 @@ def _cooccurrence(incidence: sparse.csr_matrix) -> sparse.csr_matrix:
         first, second = np.triu_indices(size, 1)
         keys.append((nodes[:, first] * n_nodes + nodes[:, second]).ravel())  # first < second: rows are sorted
     pair_keys = np.concatenate(keys)
+    del keys
     if pair_keys.size == 0:  # no document holds two nodes (or no documents): no edges
         return sparse.csr_matrix((n_nodes, n_nodes), dtype=np.int32)
     pair_keys.sort()
-    run_starts = np.flatnonzero(np.concatenate(([True], pair_keys[1:] != pair_keys[:-1])))
+    new_run = np.empty(len(pair_keys), dtype=bool)  # in place: no temporaries the size of the key array
+    new_run[:1] = True
+    np.not_equal(pair_keys[1:], pair_keys[:-1], out=new_run[1:])
+    run_starts = np.flatnonzero(new_run)
+    del new_run
     unique_keys = pair_keys[run_starts]
-    counts = np.diff(np.append(run_starts, len(pair_keys))).astype(np.int32)
+    counts = np.diff(run_starts, append=len(pair_keys)).astype(np.int32)
+    del pair_keys
     rows, columns = np.divmod(unique_keys, n_nodes)
     upper_indptr = np.concatenate(([0], np.cumsum(np.bincount(rows, minlength=n_nodes))))
     upper = sparse.csr_matrix((counts, columns.astype(np.int32), upper_indptr), shape=(n_nodes, n_nodes))

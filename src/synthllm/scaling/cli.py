@@ -178,7 +178,7 @@ def _model_report(result, heldout_sizes, heldout_errors, results, forecast_sizes
     if result.form_risk is not None:
         entry["form_risk"] = {"slope_per_doubling": result.form_risk.slope,
                               "residual_sd": result.form_risk.residual_sd,
-                              "refits_left_out": int(result.form_risk.distances.size)}
+                              "left_out_predictions": int(result.form_risk.distances.size)}
     if heldout_sizes.size:
         entry["rmsd_log_heldout"] = rmsd_log(bands["heldout"][0], heldout_errors)
     for name, sizes, observed in (("heldout", heldout_sizes, heldout_errors), ("forecast", forecast_sizes, None)):

@@ -35,14 +35,15 @@ for ``method="forecast"``), from many starting points:
   residuals ~1e-4) barely feel it; and the Huber loss (``delta = 0.01``)
   solved with ``scipy.optimize.least_squares`` and the analytic Jacobian.
   The prior's constants were chosen on those same 90 curves; neighbouring
-  values (0.3-0.4, sd 0.1-0.5) all stay below 0.027 (bench).
+  values (centre 0.3-0.4, sd 0.1-0.5, tail weight 0.5-0.8) all stay below
+  0.028 (``bench/bench_scaling.py --sensitivity``).
 
 Uncertainty: a residual bootstrap in log space (:func:`bootstrap_fit`) gives
 parameter uncertainty and the noise around the fit; :func:`form_risk` gives
 forecast intervals that include the error of the law's form: the fit's own
 procedure is rerun leaving out the 1..4 largest sizes, and how far those refits
 miss, per doubling of extrapolation, widens the band with the distance beyond
-the data. Its 95% intervals cover 96.7% (without D = 0) and 95.6% (with) of
+the data. Its 95% intervals cover 97.4% (without D = 0) and 97.8% (with) of
 Lin et al.'s 270 held-out points.
 """
 
@@ -634,7 +635,7 @@ def form_risk(fit: FitResult, max_left_out: int = 4, min_points: int = 4, *,
     positive sizes remain, and predict what they left out; see
     :class:`FormRisk` for the band this gives. Unlike the residual bootstrap it
     includes the error of the law's form, which is what dominates forecasts
-    (on Lin et al.'s curves the stated 95% bands then cover 96% of held-out
+    (on Lin et al.'s curves the stated 95% bands then cover 97-98% of held-out
     points; docs/scaling.md). The result is stored on ``fit.form_risk``.
 
     Parameters
@@ -781,7 +782,10 @@ def bootstrap_fit(
     ----------
     fit : FitResult
         A multi-start fit (two-stage fits are bootstrapped with the multi-start
-        fitter and least squares, the same objective as their stage 2).
+        fitter and least squares, the same objective as their stage 2; forecast
+        fits with the multi-start fitter and their Huber ``delta``, without
+        tail weights or prior: the bootstrap measures the noise around the
+        curve, :func:`form_risk` the error of extrapolating it).
     n_boot : int, default=100
         Number of replicates.
     seed : int, default=0
