@@ -71,7 +71,9 @@ def test_card_tells_the_runs_story(measured_run):
     dedup, decontam = manifest["stages"]["dedup"], manifest["stages"]["decontam"]
     assert f"removed {dedup['removed']} of {dedup['in']}" in text
     assert f"against `{LEAK_BENCHMARK}`" in text and f"removed 1 of {decontam['in']} ({LEAK_BENCHMARK} 1)" in text
-    assert "concepts v3, level1 v3, level2 v3, level3 v3, answers v1" in text
+    prompts = manifest["versions"]["prompts"]
+    assert ", ".join(f"{name} {prompts[name]}" for name in ("concepts", "level1", "level2", "level3")) in text
+    assert f"answers {prompts['answer']}" in text
     vendi = report["diversity"]["levels"]["1"]["vendi"]
     assert f"| {vendi:.3g} |" in text
     coverage = json.loads((measured_run / "graph" / "coverage.json").read_text())
