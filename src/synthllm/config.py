@@ -201,6 +201,8 @@ class Config(_Section):
     def _levels_need_concepts(self) -> "Config":
         if (self.level2.enabled or self.level3.enabled) and not self.concepts.enabled:
             raise ValueError("level2 and level3 need concepts.enabled: true")
+        if self.llm.mode == "batch" and self.executor == "ray":
+            raise ValueError("llm.mode 'batch' sends a stage as one job from this machine: use executor 'local'")
         return self
 
 
