@@ -264,3 +264,18 @@ def test_temp_files_orphaned_by_a_kill_are_removed_by_the_next_run(tmp_path):
         orphan.write_text("half a file")
     run(config, tmp_path / "run", ScriptedBackend(respond))
     assert not any(orphan.exists() for orphan in orphans)
+
+
+def test_a_backend_handed_to_the_pipeline_stays_open_for_its_owner(tmp_path):
+    """A backend the caller built (a loaded model shared by several runs) is the caller's to close."""
+
+    class Counting(ScriptedBackend):
+        closed = 0
+
+        def close(self):
+            self.closed += 1
+
+    backend = Counting(respond)
+    run(make_config(tmp_path), tmp_path / "a", backend)
+    run(make_config(tmp_path), tmp_path / "b", backend)
+    assert backend.closed == 0

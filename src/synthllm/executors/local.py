@@ -348,9 +348,11 @@ class LocalExecutor(Executor):
         return describe() if callable(describe) else {"model": self._backend.model_name}
 
     def close(self) -> None:
-        if self._backend is not None:
-            self._backend.close()
-            self._backend = None
+        from ..llm.factory import given_backend
+
+        if self._backend is not None and not isinstance(self.backend_factory, given_backend):
+            self._backend.close()  # a backend the caller built and handed over is the caller's to close
+        self._backend = None
         if self.cache is not None:
             self.cache.close()
             self.cache = None
