@@ -133,7 +133,8 @@ def main() -> None:
     cfg = config.level1
     level1_questions = []
     for version in args.level1_versions.split(","):
-        stage = Level1Questions(_sampling(cfg), version, cfg.questions_per_document, cfg.max_document_chars)
+        stage = Level1Questions(_sampling(cfg), version, cfg.questions_per_document, cfg.max_document_chars,
+                                allow_unsuitable=cfg.allow_unsuitable)
         for constrained in (False, True):
             if f"level1 {version}={constrained}" in skip:
                 continue

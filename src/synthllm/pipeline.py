@@ -365,7 +365,7 @@ class Pipeline:
     def level1(self) -> dict:
         cfg = self.config.level1
         stage = Level1Questions(_sampling(cfg, self.config.seed), cfg.prompt_version, cfg.questions_per_document,
-                                cfg.max_document_chars, cfg.grammar_version)
+                                cfg.max_document_chars, cfg.grammar_version, cfg.allow_unsuitable)
         self._fingerprint("level1", cfg.model_dump(mode="json"), self._model_key(), _request_shape(stage),
                           self.fingerprints[self.document_stage], self.config.seed)
         return self._run_stage(stage, self._shards_of(self.document_stage), "level1")
