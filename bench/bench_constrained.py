@@ -133,7 +133,8 @@ def main() -> None:
     cfg = config.level1
     level1_questions = []
     for version in args.level1_versions.split(","):
-        stage = Level1Questions(_sampling(cfg), version, cfg.questions_per_document, cfg.max_document_chars)
+        stage = Level1Questions(_sampling(cfg), version, cfg.questions_per_document, cfg.max_document_chars,
+                                allow_unsuitable=cfg.allow_unsuitable)
         for constrained in (False, True):
             if f"level1 {version}={constrained}" in skip:
                 continue
@@ -146,8 +147,13 @@ def main() -> None:
             if constrained and version == args.level1_versions.split(",")[-1]:
                 level1_questions = [q for o in outputs for q in (o or [])]
     cfg = config.level2
+    if concept_records is None:  # the constrained concept run was skipped
+        args.skip += ",level2=False,level2=True"
+        skip = set(filter(None, args.skip.split(",")))
     stage = Level2Questions(_sampling(cfg), None, cfg.questions_per_document, cfg.max_document_chars)
     for constrained in (False, True):
+        if f"level2={constrained}" in skip:
+            continue
         counts, outputs = run_stage(backend, stage, concept_records, constrained)
         counts["docs_with_questions"] = sum(1 for o in outputs if o)
         key = f"level2 constrained={constrained}"

@@ -53,6 +53,7 @@ def test_level1_grammar_accepts_the_papers_format_and_the_parser_reads_it():
     assert accepts(stage, LEVEL1)
     assert [q["difficulty"] for q in parse_questions(LEVEL1, 3)] == ["high_school", "elementary"]
     assert accepts(stage, "NOT_SUITABLE_FOR_QUESTIONS")
+    assert not accepts(Level1Questions(S, max_questions=3, allow_unsuitable=False), "NOT_SUITABLE_FOR_QUESTIONS")
     # refused: more blocks than asked, free whitespace, a too short or overlong (looping) question
     four = "\n".join(LEVEL1.replace("Q1", f"Q{n}").split("\n<Q2>")[0] for n in (1, 2, 3, 4))
     assert accepts(stage, "\n".join(four.split("\n<Q4>")[0:1])) and not accepts(stage, four)

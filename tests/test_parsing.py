@@ -143,16 +143,17 @@ def test_templates_with_a_worked_example_render_a_prior_exchange():
     assert "{{" not in "".join(m["content"] for m in messages)
 
 
-def test_v4_templates_show_no_example_content_the_model_could_copy():
+def test_newest_templates_show_no_content_the_model_could_copy():
     from synthllm.prompts import load_template
 
     for name in ("concepts", "level1", "level2", "level3"):
         template = load_template(name)
-        assert template.version == "v4" and template.example is None
-    text = " ".join(m["content"] for m in load_template("level1").render(
-        document="DOC", max_questions=3, sentinel="NONE"))
-    # v3's worked example (a jacket on sale) was copied into 11 of 17 demo questions
-    assert "jacket" not in text and "QUESTION ABOUT THE DOCUMENT" in text
+        assert template.version == "v5" and template.example is None
+        text = " ".join(m["content"] for m in template.render(
+            document="DOC", max_questions=3, sentinel="NONE", concepts="C", reference_1="R", reference_2="R"))
+        # v3's worked example (a jacket on sale) was copied into 11 of 17 demo questions, v4's
+        # capitalised placeholders ('QUESTION ABOUT THE DOCUMENT') into most replies
+        assert "jacket" not in text and "QUESTION ABOUT" not in text and "FIRST KEY CONCEPT" not in text
 
 
 def test_questions_are_trimmed_of_appended_answers_and_loops():

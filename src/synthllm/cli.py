@@ -48,9 +48,12 @@ def _run(run_dir: Path, config: Config, until: str | None = None, levels=(1, 2, 
         manifest = pipeline.run(until=until, levels=levels)
     finally:
         pipeline.close()
-    if report and config.report.enabled and until is None and "partial" not in manifest:
+    finished = until is None and "partial" not in manifest
+    grounding = _grounding(run_dir, manifest) if finished and report and config.report.enabled else None
+    if report and config.report.enabled and finished:
         _write_report(run_dir, config)
     _print_outcome(run_dir, manifest)
+    _print_quality_warnings(manifest, grounding)
     if "partial" in manifest:
         fail(f"{run_dir}: stopped with work left ({manifest['partial']['reason']}); run the same command again "
              "to finish it", EXIT_WORK_LEFT)
@@ -71,6 +74,31 @@ def _write_report(run_dir: Path, config: Config) -> None:
         console.print(f"dataset card: {write_card(run_dir)}")
     except (ImportError, MissingDependency) as exc:  # the analysis and hub extras are optional
         console.print(f"[yellow]report or card skipped: {exc}[/]")
+
+
+def _grounding(run_dir: Path, manifest: dict) -> dict | None:
+    """Grounding of the dataset (SPEC §5), recorded in the manifest for the report and the card."""
+    try:
+        from .analysis.grounding import grounding
+    except ImportError:  # the embeddings extra is optional
+        return None
+    if not manifest.get("dataset_rows"):
+        return None
+    from .store import RunStore
+
+    with console.status("grounding: embedding questions and documents ..."):
+        result = grounding(run_dir)
+    manifest["grounding"] = result
+    RunStore(run_dir).write_manifest(manifest)
+    return result
+
+
+def _print_quality_warnings(manifest: dict, grounding: dict | None) -> None:
+    """One line per poorly parsed stage or poorly grounded level (thresholds in analysis/grounding.py)."""
+    from .analysis.grounding import quality_warnings
+
+    for line in quality_warnings(manifest.get("stages", {}), grounding):
+        console.print(f"[yellow]warning: {line}[/]", markup=True, highlight=False)
 
 
 def _print_outcome(run_dir: Path, manifest: dict) -> None:

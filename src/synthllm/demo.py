@@ -29,7 +29,8 @@ def demo_config(docs: int, corpus: Path | None = None, model: str | None = None)
         # bounds the concept lists to what fits its token budget (SPEC: 1-5 topics, 5-20 concepts).
         "concepts": {"max_tokens": 200, "max_document_chars": 1500, "temperature": 0.2,
                      "topics": [1, 3], "concepts_per_topic": [5, 8]},
-        "level1": {"max_tokens": 240, "max_document_chars": 1500, "temperature": 0.4, "questions_per_document": 3},
+        "level1": {"max_tokens": 240, "max_document_chars": 1500, "temperature": 0.4, "questions_per_document": 3,
+                   "allow_unsuitable": False},
         "level2": {"max_tokens": 320, "max_document_chars": 1500, "temperature": 0.8, "questions_per_document": 3},
         "level3": {"max_tokens": 160, "temperature": 0.4, "max_walks": max(2, docs // 2), "questions_per_walk": 1,
                    "max_reference_chars": 700},

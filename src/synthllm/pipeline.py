@@ -102,7 +102,9 @@ class Pipeline:
         with stage_progress(stage.name, sum(s.size for s in shards), self.show_progress) as progress:
             counts = self.executor.run_model_stage(stage, shards, self.store, progress,
                                                    extra_fields={"seed": self.config.seed}, should_stop=self._out_of_time)
-        return {**counts, "prompt_version": stage.prompt_version, "template": stage.template_name}
+        grammar = stage.grammar.version if stage.grammar is not None else None
+        return {**counts, "prompt_version": stage.prompt_version, "template": stage.template_name,
+                **({"grammar_version": grammar} if grammar else {})}
 
     # -- the resume rule -------------------------------------------------------------------
     def fingerprint(self, step: Step) -> str:

@@ -474,6 +474,8 @@ def build_report(run_dir: Path, *, lm: bool = True, lm_model: str | None = None,
     else:
         report["entropy"] = {"skipped": "--no-lm" if not lm else "needs documents and samples"}
     report["quality"] = quality
+    if manifest.get("grounding"):  # computed at the end of the run (synthllm.analysis.grounding)
+        report["grounding"] = manifest["grounding"]
     report["samples"] = sample_browser(rows, documents, per_level=browse_per_level, seed=seed)
     report["figures"] = [
         {"id": "stage_counts", "title": "Records in and out of each stage", "data": "counts.stages"},
