@@ -95,8 +95,10 @@ def _grounding(run_dir: Path, manifest: dict) -> dict | None:
 
 def _print_quality_warnings(manifest: dict, grounding: dict | None) -> None:
     """One line per poorly parsed stage or poorly grounded level (thresholds in analysis/grounding.py)."""
-    from .analysis.grounding import quality_warnings
-
+    try:
+        from .analysis.grounding import quality_warnings
+    except ImportError:  # the analysis extra is optional
+        return
     for line in quality_warnings(manifest.get("stages", {}), grounding):
         console.print(f"[yellow]warning: {line}[/]", markup=True, highlight=False)
 
