@@ -210,6 +210,29 @@ class Config(_Section):
 from .errors import ConfigError  # noqa: E402  (re-exported)
 
 
+def load_yaml_model(model: type[BaseModel], path: str | Path | None = None, overrides: dict | None = None):
+    """``(model validated from the YAML file merged with overrides, the folder relative paths start from)``.
+
+    The one YAML loader of every synthllm config (runs, studies): one-line
+    :class:`ConfigError` naming the file and the line or field.
+    """
+    data: dict = {}
+    base = Path.cwd()
+    if path is not None:
+        path = Path(path)
+        data = _read_yaml(path)
+        base = path.parent
+    data = _merge(data, overrides or {})
+    try:
+        return model.model_validate(data), base
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"]) or "(top level)"
+        value = first.get("input")
+        got = f" (got {value!r})" if isinstance(value, (int, float, str)) and len(repr(value)) <= 40 else ""
+        raise ConfigError(f"{path or 'config'}: {field}: {first['msg']}{got}") from None
+
+
 def load_config(path: str | Path | None = None, overrides: dict | None = None) -> Config:
     """Read and validate a YAML config; ``overrides`` is merged on top (nested dicts).
 
@@ -232,21 +255,7 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None) -
         binary or non-UTF-8 file, invalid YAML, an unknown key, or a value out
         of range (including NaN and infinity).
     """
-    data: dict = {}
-    base = Path.cwd()
-    if path is not None:
-        path = Path(path)
-        data = _read_yaml(path)
-        base = path.parent
-    data = _merge(data, overrides or {})
-    try:
-        config = Config.model_validate(data)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        field = ".".join(str(p) for p in first["loc"]) or "(top level)"
-        value = first.get("input")
-        got = f" (got {value!r})" if isinstance(value, (int, float, str)) and len(repr(value)) <= 40 else ""
-        raise ConfigError(f"{path or 'config'}: {field}: {first['msg']}{got}") from None
+    config, base = load_yaml_model(Config, path, overrides)
     for holder, attr in ((config.input, "path"), (config.filter, "ratings_path"), (config, "cache_path")):
         value = getattr(holder, attr)
         if value is not None and not Path(value).is_absolute():

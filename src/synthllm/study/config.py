@@ -13,10 +13,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ..errors import ConfigError
+from ..config import load_yaml_model
 
 __all__ = ["BenchmarkSpec", "DataSource", "EvalConfig", "FitConfig", "SizesConfig", "StudyConfig",
            "TrainingConfig", "load_study_config", "PRESETS"]
@@ -170,28 +169,7 @@ def load_study_config(path: str | Path | None = None, overrides: dict | None = N
     ConfigError
         One line naming the file and the field.
     """
-    data: dict = {}
-    base = Path.cwd()
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"{path}: config file not found")
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f":{mark.line + 1}" if mark else ""
-            raise ConfigError(f"{path}{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: the top level must be a mapping of sections")
-        base = path.parent
-    data = _merge(data, overrides or {})
-    try:
-        config = StudyConfig.model_validate(data)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        field = ".".join(str(p) for p in first["loc"]) or "(top level)"
-        raise ConfigError(f"{path or 'config'}: {field}: {first['msg']}") from None
+    config, base = load_yaml_model(StudyConfig, path, overrides)
     for source in (config.train, config.anchor):
         if source is not None and not source.path.is_absolute():
             source.path = base / source.path
@@ -202,13 +180,3 @@ def load_study_config(path: str | Path | None = None, overrides: dict | None = N
     if config.model != "smollm2-135m-instruct" and not model_path.is_absolute() and (base / model_path).exists():
         config.model = str(base / model_path)
     return config
-
-
-def _merge(base: dict, extra: dict) -> dict:
-    merged = dict(base)
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
