@@ -70,6 +70,7 @@ def test_constrained_replies_match_the_stage_grammar_and_parse(backend):
     docs = [{"id": "a", "text": "The slope of a line through (x1, y1) and (x2, y2) is (y2 - y1) / (x2 - x1)."},
             {"id": "b", "text": "To round a whole number to the nearest hundred, look at the tens digit."}]
     requests = [r for d in docs for r in stage.requests(d)]
+    compiled_before = len(backend._compiled)  # the module's shared backend compiled other stages' grammars
     replies = backend.generate(requests)
     grammar = xgr.Grammar.from_ebnf(stage.grammar.text)
     for doc, reply in zip(docs, replies):
@@ -79,7 +80,7 @@ def test_constrained_replies_match_the_stage_grammar_and_parse(backend):
             reply.text
         if "NOT_SUITABLE" not in reply.text:
             assert stage.parse(doc, [reply.text])
-    assert len(backend._compiled) == 1  # compiled once for both requests
+    assert len(backend._compiled) <= compiled_before + 1  # compiled once for both requests
 
 
 def _tiny_model(folder, seed):

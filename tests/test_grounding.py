@@ -74,3 +74,12 @@ def test_quality_warnings_name_poor_parse_rates_and_grounding():
     good = {**poor, "levels": {"1": {"share": 0.8, "n": 40, "worst": []}}}
     assert quality_warnings({"level1": {"ok": 20, "unparsable": 1}}, good) == []
     assert quality_warnings({}, None) == []
+
+
+def test_grounding_of_a_real_run_reads_dataset_rows_of_every_level(scripted_run):
+    """Dataset rows carry the walk as a list of nodes (the demo crashed on it): Level-3 uses the row's concepts."""
+    from synthllm.analysis.grounding import grounding
+
+    result = grounding(scripted_run)
+    assert set(result["levels"]) == {"1", "2", "3"}
+    assert 0.0 <= result["levels"]["3"]["share"] <= 1.0 and result["levels"]["3"]["n"] > 0

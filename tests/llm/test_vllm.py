@@ -104,7 +104,7 @@ def test_pipeline_runs_against_the_managed_vllm_and_stops_it(vllm_env, tmp_path)
     pipeline = Pipeline(config, tmp_path / "run", show_progress=False)
     try:
         manifest = pipeline.run()
-        server = pipeline.backend.server
+        server = pipeline.executor.backend.server
         assert server.running and tagged_processes(vllm_env)
     finally:
         pipeline.close()

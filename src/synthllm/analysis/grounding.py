@@ -112,7 +112,8 @@ def walk_grounding(rows: list[dict], worst: int = 5) -> dict:
     """
     scored = []
     for row in rows:
-        concepts = list((row.get("walk") or {}).get("concepts") or row.get("concepts") or [])
+        walk = row.get("walk")  # a dataset row's walk is its node list; a walk record's detail is a dict
+        concepts = list((walk.get("concepts") if isinstance(walk, dict) else None) or row.get("concepts") or [])
         if not concepts:
             continue
         hits = [c for c in concepts if mentions(row["question"], c)]

@@ -136,9 +136,28 @@ def _plot(fits: dict, path: Path, size_label: str, metric: str) -> Path | None:
     return plot_fits(drawn, path, heldout=heldout, size_label=size_label, error_label=label)
 
 
-def _html(results: list[dict], ggmi: list[dict], fits: dict, plan: dict, png: Path | None, config) -> str:
-    from ..analysis.report import CSS, _table  # the report's own page style and table cells
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1100px;
+color:#1d2330;line-height:1.45;padding:0 1em}
+h1{font-size:1.6em;margin-bottom:.2em}h2{border-bottom:2px solid #d9dee8;padding-bottom:.2em;margin-top:1.6em}
+table{border-collapse:collapse;margin:.6em 0;font-size:.9em}
+th,td{border:1px solid #d9dee8;padding:.3em .6em;text-align:left;vertical-align:top}
+th{background:#f1f4f9}td{font-variant-numeric:tabular-nums}
+.meta{color:#5b6475;font-size:.9em}.note{color:#5b6475;font-size:.85em;max-width:60em}
+img{max-width:100%;border:1px solid #e5e8ef;margin:.4em 0}
+"""
 
+
+def _table(header: list[str], rows: list[list]) -> str:
+    """An HTML table; cells formatted as in the run report (``analysis.report.fmt``) and escaped."""
+    from ..analysis.report import fmt
+
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(fmt(cell))}</td>" for cell in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _html(results: list[dict], ggmi: list[dict], fits: dict, plan: dict, png: Path | None, config) -> str:
     size_column = config.fit.size_column
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>synthllm study</title>"
              f"<style>{CSS}</style></head><body>",
