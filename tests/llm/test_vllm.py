@@ -85,15 +85,17 @@ def vllm_env(tmp_path, monkeypatch):
 def small_config(tmp_path, docs: int = 2) -> dict:
     from vllm_runner import SAMPLE
 
-    short = {"max_tokens": 48, "max_document_chars": 1200}
+    short = {"max_tokens": 96, "max_document_chars": 1200}  # room for a whole reply under its grammar
     return {"input": {"path": str(SAMPLE), "limit": docs}, "shard_size": 2,
             "llm": {"backend": "vllm", "vllm_args": VLLM_ARGS, "max_concurrency": 8},
             "filter": {"enabled": False}, "cache_path": str(tmp_path / "cache.sqlite3"),
             "decontamination": {"use_shared_benchmarks": False},
-            "concepts": {**short, "max_tokens": 96}, "level1": {**short, "questions_per_document": 1},
+            # the demo's settings for a 135M model under its grammars: short lists, no "not suitable" way out
+            "concepts": {**short, "max_tokens": 200, "topics": [1, 2], "concepts_per_topic": [5, 6]},
+            "level1": {**short, "questions_per_document": 1, "allow_unsuitable": False},
             "level2": {**short, "questions_per_document": 1},
-            "level3": {"max_tokens": 48, "max_walks": 1, "questions_per_walk": 1, "max_reference_chars": 600},
-            "answers": {"max_tokens": 48}, "report": {"enabled": False}}
+            "level3": {"max_tokens": 96, "max_walks": 1, "questions_per_walk": 1, "max_reference_chars": 600},
+            "answers": {"max_tokens": 160}, "report": {"enabled": False}}
 
 
 def test_pipeline_runs_against_the_managed_vllm_and_stops_it(vllm_env, tmp_path):

@@ -96,7 +96,9 @@ def test_results_table_has_one_row_per_unit_and_benchmark(reference):
 
 def test_results_table_round_trips_through_synthllm_fit(reference, tmp_path):
     out = tmp_path / "fit.json"
-    result = CliRunner().invoke(app, ["fit", str(reference / "results.csv"), "--bootstrap", "0", "--json", str(out)])
+    # the study fits with the multistart fitter; `synthllm fit` defaults to the forecast fitter
+    result = CliRunner().invoke(app, ["fit", str(reference / "results.csv"), "--method", "multistart", "--bootstrap", "0",
+                                      "--json", str(out)])
     assert result.exit_code == 0, result.output
     from_cli = json.loads(out.read_text())["models"]["smollm2-135m-instruct/train/gsm8k"]
     from_study = json.loads((reference / "fits.json").read_text())["curves"]["smollm2-135m-instruct/train/gsm8k"]
