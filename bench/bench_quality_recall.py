@@ -44,6 +44,8 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_quality import best_of  # noqa: E402  (one timing helper for the quality benches)
 from synthllm.io import read_jsonl  # noqa: E402
 from synthllm.quality import dedup as new_dedup  # noqa: E402
 from synthllm.quality import decontam as new_decontam  # noqa: E402
@@ -294,15 +296,6 @@ def run_decontam(data_dir: Path, seed: int, n_items: int, repeats: int) -> None:
             seconds = best_of(repeats, lambda: versions[label].check(texts))
             print(f"  decontam {label:<7} {name:<20} {megabytes:.2f} MB  {seconds:.3f} s  "
                   f"{megabytes / seconds:5.1f} MB/s")
-
-
-def best_of(repeats: int, function) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.process_time()
-        function()
-        times.append(time.process_time() - start)
-    return min(times)
 
 
 def run_throughput(data_dir: Path, repeats: int) -> None:
