@@ -122,3 +122,30 @@ def test_local_models_in_folders_of_the_same_name_do_not_share_cached_replies(tm
     assert not answer_requests([request], b, cache)[0].cached  # before the fix: replayed A's reply
     assert answer_requests([request], a, cache)[0].cached
     cache.close()
+
+
+def test_reply_penalty_counts_the_reply_not_the_prompt():
+    import torch
+
+    from synthllm.llm.embedded import ReplyPenalty
+
+    ids = torch.tensor([[5, 5, 5, 1, 2, 2], [5, 5, 5, 3, 3, 3]])  # prompt width 3 (token 5 only in prompts)
+    scores = ReplyPenalty(3, presence=0.5, frequency=0.25)(ids, torch.zeros(2, 8))
+    assert scores[0, 5] == 0 and scores[1, 5] == 0  # the prompt's token is not penalised
+    assert scores[0, 1] == -0.75 and scores[0, 2] == -1.0 and scores[1, 3] == -1.25
+    assert scores[0, 3] == 0 and scores[1, 1] == 0
+
+
+def test_a_frequency_penalty_stops_a_greedy_reply_from_repeating_itself(backend):
+    """Greedy SmolLM2 asked for three questions writes 'What is 1/2? ... 1/4? ... 1/6?' (41 % distinct
+    tokens); with frequency_penalty 1.0 its questions differ (64 %), the prompt's words unpenalised."""
+    ask = [{"role": "user", "content": "Write three exam questions about fractions."}]
+
+    def distinct(text):
+        ids = backend._tokenizer.encode(text)
+        return len(set(ids)) / len(ids)
+
+    plain, penalised = (backend.generate([ChatRequest.from_messages(
+        ask, Sampling(max_tokens=60, temperature=0.0, frequency_penalty=penalty))])[0] for penalty in (0.0, 1.0))
+    assert distinct(penalised.text) > distinct(plain.text) + 0.1
+    assert "fraction" in penalised.text.lower() or "/" in penalised.text  # still on the prompt's subject

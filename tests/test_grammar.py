@@ -25,6 +25,11 @@ def accepts(stage_or_text, text: str) -> bool:
     return _is_grammar_accept_string(xgr.Grammar.from_ebnf(grammar), text)
 
 
+def accepts_prefix(grammar: str, prefix: str) -> bool:
+    """Whether some reply the grammar accepts starts with ``prefix``."""
+    return _is_grammar_accept_string(xgr.Grammar.from_ebnf(grammar), prefix, require_termination=False)
+
+
 LEVEL1 = ("<Q1>\nQuestion: A line passes through $(1, 2)$ and $(3, 8)$. What is its slope?\n"
           "Orig_tag:<newly_created>\nLevel:<high_school>\n</Q1>\n"
           "<Q2>\nQuestion: Round $3{,}487$ to the nearest hundred.\nOrig_tag:<original_question>\n"
@@ -40,7 +45,7 @@ def test_every_model_stage_declares_a_grammar_that_xgrammar_reads():
     stages = [ExtractConcepts(S), Level1Questions(S, max_questions=3), Level2Questions(S, max_questions=3),
               Level3Questions(S, max_questions=2), AnswerQuestions(S), RateDocuments(S)]
     for stage in stages:
-        assert stage.grammar is not None and stage.grammar.version == "v1"
+        assert stage.grammar is not None and stage.grammar.version == ("v2" if stage.name == "concepts" else "v1")
         assert "#" not in stage.grammar.text.split("::=")[0]  # comments are not sent
         xgr.Grammar.from_ebnf(stage.grammar.text)  # raises on a syntax error
         request = stage.requests({"id": "d", "text": "x " * 50, "doc_id": "d", "topics": [], "question": "q?",
@@ -87,6 +92,17 @@ def test_concept_grammar_bounds_topics_and_concepts():
     assert not accepts(small, CONCEPTS) and small.grammar.text != spec.grammar.text
     with pytest.raises(ValueError):
         ExtractConcepts(S, topics=(0, 2))
+
+
+def test_concept_names_start_with_a_letter_so_numbering_loops_are_refused():
+    """The two demo replies v1 allowed (SmolLM2-135M, 20 documents): names made of numbering."""
+    stage = ExtractConcepts(S)
+    loops = ["<level>elementary</level>\n<subject>1. 1.1.1.1.1.1</subject>\n",
+             "<level>elementary</level>\n<subject>algebra</subject>\n<topic>\n1. 1.1.1: 1.1.1.1: 1.1.1.1:\n"]
+    v1 = load_grammar("concepts", "v1", **stage.grammar_fields()).text
+    for prefix in loops:
+        assert accepts_prefix(v1, prefix) and not accepts_prefix(stage.grammar.text, prefix)
+    assert accepts(stage, CONCEPTS.replace("Algebra", "Álgebra").replace("Slope", "x-intercept of a line"))
 
 
 def test_answer_and_rating_grammars_end_with_what_the_parsers_read():

@@ -80,6 +80,8 @@ class GenerationConfig(_Section):
     max_tokens: int = Field(384, ge=1, description="Longest reply in tokens.")
     temperature: float = Field(0.7, ge=0, description="Sampling temperature (0 = greedy).")
     top_p: float = Field(0.95, gt=0, le=1, description="Nucleus sampling mass.")
+    presence_penalty: float = Field(0.0, ge=-2, le=2, description="OpenAI's presence penalty: a token's logit drops by this once it is in the reply (the prompt does not count, so copying the document is not penalised). Sent to servers; the embedded backend applies it too.")
+    frequency_penalty: float = Field(0.0, ge=-2, le=2, description="OpenAI's frequency penalty: a token's logit drops by this for each time it is already in the reply (discourages a small model's repeated questions).")
     prompt_version: str | None = Field(None, description="Pin a prompt template version (e.g. 'v1'); default: newest.")
     grammar_version: str | None = Field(None, description="Pin the reply grammar version (prompts/<stage>.v<k>.ebnf); default: newest.")
 

@@ -88,7 +88,8 @@ class Step:
 
 
 def _sampling(section, seed: int) -> Sampling:
-    return Sampling(max_tokens=section.max_tokens, temperature=section.temperature, top_p=section.top_p, seed=seed)
+    return Sampling(max_tokens=section.max_tokens, temperature=section.temperature, top_p=section.top_p, seed=seed,
+                    presence_penalty=section.presence_penalty, frequency_penalty=section.frequency_penalty)
 
 
 # -- bodies --------------------------------------------------------------------------------

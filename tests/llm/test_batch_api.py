@@ -35,8 +35,8 @@ def fake():
         server.stop()
 
 
-def requests_for(n, stop=()):
-    sampling = Sampling(max_tokens=8, temperature=0.0, stop=stop)
+def requests_for(n, stop=(), **penalties):
+    sampling = Sampling(max_tokens=8, temperature=0.0, stop=stop, **penalties)
     return [ChatRequest.from_messages([{"role": "user", "content": f"question {i}"}], sampling) for i in range(n)]
 
 
@@ -84,12 +84,13 @@ def test_requests_still_missing_after_max_rounds_fail_with_the_reason(fake, tmp_
 def test_identical_requests_go_out_once_and_stops_are_applied(fake, tmp_path):
     server = fake(["complete"])
     backend = backend_for(server, tmp_path)
-    requests = requests_for(2, stop=("question",)) * 2  # "reply to: question 0" is cut at the stop string
+    requests = requests_for(2, stop=("question",), frequency_penalty=0.5) * 2  # "reply to: question 0" is cut at the stop string
     replies = backend.generate(requests)
     assert len(server.submissions) == 1 and len(server.submissions[0]) == 2
     assert [r.text for r in replies] == ["reply to: "] * 4
     line = json.loads(next(tmp_path.glob("batch-*/part-000.jsonl")).read_text().splitlines()[0])
     assert line["url"] == "/v1/chat/completions" and line["body"]["stop"] == ["question"]
+    assert line["body"]["frequency_penalty"] == 0.5 and "presence_penalty" not in line["body"]  # sent when set
     assert line["body"]["model"] == "fake-model" and "extra_body" not in line["body"]
 
 

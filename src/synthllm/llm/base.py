@@ -25,6 +25,10 @@ class Sampling:
     seed: int = 0
     #: generation ends at the first of these strings, which is not part of the reply (OpenAI ``stop``)
     stop: tuple[str, ...] = ()
+    #: OpenAI's penalties on tokens already in the *reply* (not the prompt): a logit drops by
+    #: ``presence_penalty`` once a token has appeared and by ``frequency_penalty`` per appearance
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
 
     def as_dict(self) -> dict:
         data = {
@@ -35,6 +39,9 @@ class Sampling:
         }
         if self.stop:  # only when set, so that keys of requests without stops stay as they were
             data["stop"] = list(self.stop)
+        for name in ("presence_penalty", "frequency_penalty"):  # likewise
+            if getattr(self, name):
+                data[name] = getattr(self, name)
         return data
 
 

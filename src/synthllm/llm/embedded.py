@@ -197,6 +197,27 @@ def load_reference_model(model: str = DEFAULT_MODEL, device: str = "cpu", dtype:
     return lm, tokenizer
 
 
+class ReplyPenalty:
+    """OpenAI's presence and frequency penalties as a transformers logits processor.
+
+    Only tokens of the reply count (positions from ``prompt_width`` on), as OpenAI and vLLM
+    define them; transformers' ``repetition_penalty`` also counts the prompt, so it pushes a
+    model away from the very document it should ask about.
+    """
+
+    def __init__(self, prompt_width: int, presence: float, frequency: float):
+        self.prompt_width, self.presence, self.frequency = prompt_width, presence, frequency
+
+    def __call__(self, input_ids, scores):
+        import torch
+
+        reply = input_ids[:, self.prompt_width:]
+        if reply.shape[1] == 0:
+            return scores
+        counts = torch.zeros_like(scores).scatter_add_(1, reply, torch.ones_like(reply, dtype=scores.dtype))
+        return scores - self.frequency * counts - self.presence * (counts > 0).to(scores.dtype)
+
+
 class TransformersBackend:
     """Batched generation with a local transformers model.
 
@@ -323,11 +344,16 @@ class TransformersBackend:
             attention[row, width - len(ids):] = 1
         torch.manual_seed(sampling.seed * 1_000_003 + sample_index)
         greedy = sampling.temperature <= 0
-        extra: dict = {}
+        extra: dict = {"logits_processor": []}
+        if sampling.presence_penalty or sampling.frequency_penalty:
+            # before the grammar's mask (transformers runs custom processors in order, and
+            # temperature / top-p after them), so the mask still decides what is allowed
+            extra["logits_processor"].append(
+                ReplyPenalty(width, sampling.presence_penalty, sampling.frequency_penalty))
         if grammar is not None:
             # one processor per generate call (it keeps per-row matcher state); the grammar ends
             # the reply, so no stop strings: a row stopped by one would feed the matcher padding
-            extra["logits_processor"] = [self._xgr.contrib.hf.LogitsProcessor(self.compiled_grammar(grammar))]
+            extra["logits_processor"].append(self._xgr.contrib.hf.LogitsProcessor(self.compiled_grammar(grammar)))
         elif sampling.stop:
             # a sequence that reached a stop string stops decoding (the batch ends when all have)
             extra.update(stop_strings=list(sampling.stop), tokenizer=tok)

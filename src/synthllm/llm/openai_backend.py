@@ -509,6 +509,9 @@ class OpenAIBackend:
         }
         if sampling.stop:
             payload["stop"] = list(sampling.stop)
+        for name in ("presence_penalty", "frequency_penalty"):  # standard OpenAI fields, sent when set
+            if getattr(sampling, name):
+                payload[name] = getattr(sampling, name)
         extra = dict(self.extra_body or {})
         if request.grammar is not None and self.constrained != "off" and self.grammar_rejected is None:
             extra.update(grammar_fields(request.grammar, self.constrained))
