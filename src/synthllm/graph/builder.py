@@ -445,9 +445,9 @@ def _cooccurrence(incidence: sparse.csr_matrix) -> sparse.csr_matrix:
     sorting the pair keys and counting runs: faster than the sparse product
     when documents hold few nodes. Every array is written once into its final
     size and type (int32 wherever the values fit): on the 1M-document benchmark
-    the build's time was half page faults of fresh temporaries (system time
-    0.1-1.3 s from run to run against about 0.5 s of computing), so fewer and
-    smaller temporaries are what made it faster.
+    the earlier build spent about 1.0 s computing and 0.1-1.3 s (from run to
+    run) in the kernel, faulting in pages of fresh temporaries, so fewer and
+    smaller temporaries are what made it faster (bench/results/graph.md).
     """
     if not incidence.has_sorted_indices:
         incidence = incidence.copy()
