@@ -218,7 +218,8 @@ def test_template_family_sibling_is_not_a_leak_but_a_distinctive_copy_is(tmp_pat
     bench.write_text("".join(json.dumps({"question": text}) + "\n" for text in problems))
     decontaminator = Decontaminator([BenchmarkSpec("exercises", bench, ["question"])])
     siblings = ["Find the product: $(5m - 9n)(5m + 9n).$",
-                "Write the sum using summation notation: $1 + \\frac{1}{2} + \\frac{1}{3} + \\frac{1}{4} + \\frac{1}{5}.$"]
+                "Write the sum using summation notation: "
+                "$1 + \\frac{1}{2} + \\frac{1}{3} + \\frac{1}{4} + \\frac{1}{5}.$"]
     copies = [change_numbers(problems[6]), change_numbers(problems[3])]
     matches = decontaminator.check(siblings + copies)
     assert matches[:2] == [None, None]
