@@ -130,3 +130,37 @@ def test_stats_summary(small_graph):
     assert summary["top_topics"][0] == {"name": "algebra", "documents": 3,
                                         "degree": int(np.diff(small_graph.counts.indptr)[0])}
     assert len(summary["top_concepts"]) == 2
+
+
+def test_bulk_build_equals_a_straightforward_reference():
+    """add_encoded in two calls with messy vocabularies, against add_document and Aᵀ A.
+
+    The bulk path drops empty names, merges names that canonicalise alike and
+    repeats within a document, and counts pairs by sorting packed keys; the
+    reference is the per-document path with the counts recomputed as the
+    off-diagonal part of the sparse product of the final incidence matrix.
+    """
+    rng = np.random.default_rng(5)
+    topic_names = ["Algebra", "algebra", "!!!", "Geometry", "Prime numbers", "prime number", "topic of sets"]
+    concept_names = [f"concept {i}" for i in range(40)] + ["Slopes", "slope", "", "Matrices", "matrix", "radii"]
+    one_by_one, bulk = ConceptGraphBuilder(), ConceptGraphBuilder()
+    for call, n_docs in enumerate((120, 80)):
+        topic_lists = [rng.integers(0, len(topic_names), rng.integers(0, 4)).tolist() for _ in range(n_docs)]
+        concept_lists = [rng.integers(0, len(concept_names), rng.integers(0, 7)).tolist() for _ in range(n_docs)]
+        doc_ids = [f"doc{(index * 7919 + call) % 1000:04d}-{call}" for index in range(n_docs)]  # unsorted
+        for doc_id, topics, concepts in zip(doc_ids, topic_lists, concept_lists):
+            one_by_one.add_document(doc_id, [(topic_names[t], []) for t in topics]
+                                    + [("", [concept_names[c] for c in concepts])])
+        bulk.add_encoded(doc_ids, topic_names, concept_names,
+                         np.cumsum([0] + [len(t) for t in topic_lists]), np.array(sum(topic_lists, []), dtype=int),
+                         np.cumsum([0] + [len(c) for c in concept_lists]), np.array(sum(concept_lists, []), dtype=int))
+    expected, observed = one_by_one.build(), bulk.build()
+    assert_same_graph(expected, observed)
+    product = (observed.incidence.T @ observed.incidence).tolil()
+    product.setdiag(0)
+    product = product.tocsr()
+    product.eliminate_zeros()
+    assert (observed.counts != product).nnz == 0 and observed.counts.nnz == product.nnz > 0
+    assert observed.counts.has_sorted_indices and observed.incidence.has_canonical_format
+    assert "" not in observed.topic_names + observed.concept_names
+    assert observed.topic_names == ["algebra", "geometry", "prime number", "topic of sets"]

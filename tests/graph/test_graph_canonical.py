@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from synthllm.graph import ConceptGraphBuilder, canonicalize, merge_near_synonyms
+import random
+
+from synthllm.graph import ConceptGraphBuilder, canonicalize, canonicalize_many, merge_near_synonyms
 
 
 @pytest.mark.parametrize(("raw", "expected"), [
@@ -37,6 +39,18 @@ def test_canonicalize_is_idempotent():
     for raw in ["Prime-Numbers", "Roots of $x ^ 2$", "Classes of functions", "Series"]:
         once = canonicalize(raw)
         assert canonicalize(once) == once
+
+
+def test_canonicalize_many_equals_canonicalize_name_by_name():
+    # the bulk scan decides which names skip canonicalize: every way a plain-looking name can still
+    # need folding (plural head, irregular plural, "of", spacing, empty), next to names that need none
+    tricky = ["concept 1", "women", "xmen", "radii", "data", "prime numbers", "system of equation", "of",
+              " a", "a ", "a  b", "", "topic 10", "s", "Algebra", "a\nb", "law of sines", "men", "x media"]
+    rng = random.Random(0)
+    pieces = ["matrices", "radii", "data", "of", "men", "topics", "s", "x", "prime", "", " ", "women", "a1"]
+    drawn = [" ".join(rng.choice(pieces) for _ in range(rng.randint(0, 4))) for _ in range(3000)]
+    for names in (tricky, [name for name in tricky if "\n" not in name], drawn, [], [""], ["men", ""]):
+        assert canonicalize_many(names) == [canonicalize(name) for name in names]
 
 
 def test_builder_canonicalises_and_keeps_namespaces_apart():

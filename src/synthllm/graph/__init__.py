@@ -13,7 +13,7 @@ from .builder import (
     read_concept_records,
     topics_from_record,
 )
-from .canonical import canonicalize, merge_near_synonyms
+from .canonical import canonicalize, canonicalize_many, merge_near_synonyms
 from .coverage import coverage_report, gini, usage
 from .graph import ConceptGraph
 from .retrieval import top_k_documents
@@ -26,6 +26,7 @@ __all__ = [
     "Walk",
     "WalkArrays",
     "canonicalize",
+    "canonicalize_many",
     "concept_record_files",
     "coverage_report",
     "gini",

@@ -15,6 +15,7 @@ from __future__ import annotations
 import operator
 from array import array
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from itertools import repeat
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from scipy import sparse
 
 from ..errors import InputError
 
-from .canonical import canonicalize, merge_near_synonyms
+from .canonical import canonicalize, canonicalize_many, merge_near_synonyms
 from .graph import ConceptGraph
 
 TOPIC, CONCEPT = 0, 1
@@ -255,23 +256,25 @@ class ConceptGraphBuilder:
         if len(topic_indptr) != len(doc_ids) + 1 or len(concept_indptr) != len(doc_ids) + 1:
             raise ValueError("topic_indptr and concept_indptr need len(doc_ids) + 1 entries")
         lookups = [self._vocabulary_ids(TOPIC, topic_names), self._vocabulary_ids(CONCEPT, concept_names)]
-        rows = _encoded_rows(len(doc_ids), self.n_nodes,
-                             (np.asarray(topic_indptr), lookups[TOPIC][np.asarray(topic_indices)]),
-                             (np.asarray(concept_indptr), lookups[CONCEPT][np.asarray(concept_indices)]))
+        indptr, indices = _encoded_rows(len(doc_ids), self.n_nodes,
+                                        (np.asarray(topic_indptr), lookups[TOPIC][np.asarray(topic_indices)]),
+                                        (np.asarray(concept_indptr), lookups[CONCEPT][np.asarray(concept_indices)]))
         offset = len(self._indices)
-        self._indices.frombytes(rows.indices.astype(np.int32).tobytes())
-        self._indptr.frombytes((rows.indptr[1:].astype(np.int64) + offset).tobytes())
+        self._indices.frombytes(indices.view(np.uint8))
+        self._indptr.frombytes((indptr[1:] + offset).view(np.uint8))
         self._doc_ids.extend(map(str, doc_ids))
 
     def _vocabulary_ids(self, kind: int, names: Sequence[str]) -> np.ndarray:
-        """Local node ids of a vocabulary's names (canonicalised; ``-1`` for empty names)."""
-        canonical = [canonicalize(name) for name in names]
+        """Local node ids (int32) of a vocabulary's names (canonicalised; ``-1`` for empty names)."""
+        canonical = canonicalize_many(names)
         ids = self._node_ids[kind]
-        new_names = [name for name in dict.fromkeys(canonical) if name and name not in ids]
+        new_names = [name for name in dict.fromkeys(canonical) if name not in ids]
+        if "" in new_names:  # names that canonicalise to nothing are no node
+            new_names.remove("")
         ids.update(zip(new_names, range(self.n_nodes, self.n_nodes + len(new_names))))
         self._node_name.extend(new_names)
         self._node_kind.extend([kind] * len(new_names))
-        return np.fromiter((ids.get(name, -1) for name in canonical), dtype=np.int64, count=len(canonical))
+        return np.fromiter(map(ids.get, canonical, repeat(-1)), dtype=np.int32, count=len(canonical))
 
     def incidence(self) -> sparse.csr_matrix:
         """The binary document × node incidence matrix in this builder's local node ids.
@@ -376,13 +379,12 @@ class ConceptGraphBuilder:
             if len(duplicated):
                 raise ValueError(f"document id {sorted_ids[duplicated[0]]!r} was added more than once")
             sorted_ids = sorted_ids.tolist()
-        incidence = self.incidence()
         node_kind = np.frombuffer(self._node_kind, dtype=np.int8)
         names = self._node_name
         synonyms: dict[str, dict[str, str]] = {"topics": {}, "concepts": {}}
         local_target = np.arange(self.n_nodes)
         if synonym_threshold is not None:
-            frequency = np.asarray(incidence.sum(axis=0)).ravel()
+            frequency = np.asarray(self.incidence().sum(axis=0)).ravel()
             for kind, key in ((TOPIC, "topics"), (CONCEPT, "concepts")):
                 members = np.nonzero(node_kind == kind)[0]
                 merged = merge_near_synonyms([names[i] for i in members], synonym_threshold,
@@ -390,18 +392,24 @@ class ConceptGraphBuilder:
                 synonyms[key] = merged
                 for variant, representative in merged.items():
                     local_target[self._node_ids[kind][variant]] = self._node_ids[kind][representative]
+        if identity_order:  # the builder's own arrays, as they are
+            indptr, indices = np.frombuffer(self._indptr, dtype=np.int64), np.frombuffer(self._indices, dtype=np.int32)
+        else:
+            moved = self.incidence()[doc_order]
+            indptr, indices = moved.indptr, moved.indices
+        seen = np.zeros(self.n_nodes, dtype=bool)
+        seen[indices] = True
         present = np.zeros(self.n_nodes, dtype=bool)
-        present[local_target[incidence.indices]] = True
-        kept = np.nonzero(present)[0]
+        present[local_target[seen]] = True
         # final order: topics by name, then key concepts by name
-        kept = kept[np.lexsort((np.array([names[i] for i in kept], dtype=object).astype(str), node_kind[kept]))]
-        final_of_local = np.full(self.n_nodes, -1, dtype=np.int64)
-        final_of_local[kept] = np.arange(len(kept))
+        kept = np.flatnonzero(present)
+        kept = np.concatenate([np.array(sorted(kept[node_kind[kept] == kind].tolist(), key=names.__getitem__),
+                                        dtype=np.int64) for kind in (TOPIC, CONCEPT)])
+        final_of_local = np.full(self.n_nodes, -1, dtype=np.int32)
+        final_of_local[kept] = np.arange(len(kept), dtype=np.int32)
         final_of_local = final_of_local[local_target]
         n_nodes = len(kept)
-        moved = incidence if identity_order else incidence[doc_order]
-        final_incidence = sparse.csr_matrix((np.ones(moved.nnz, dtype=np.int32),
-                                             final_of_local[moved.indices].astype(np.int32), moved.indptr),
+        final_incidence = sparse.csr_matrix((np.ones(len(indices), dtype=np.int32), final_of_local[indices], indptr),
                                             shape=(len(doc_order), n_nodes))
         final_incidence.sum_duplicates()  # sorts each row; merges synonyms that met in one document
         final_incidence.data[:] = 1
@@ -435,53 +443,85 @@ def _cooccurrence(incidence: sparse.csr_matrix) -> sparse.csr_matrix:
     Equal to ``Aᵀ A`` without its diagonal, computed by enumerating each
     document's node pairs (grouped by document size, so it is vectorised),
     sorting the pair keys and counting runs: faster than the sparse product
-    when documents hold few nodes.
+    when documents hold few nodes. Every array is written once into its final
+    size and type (int32 wherever the values fit): on the 1M-document benchmark
+    the earlier build spent about 1.0 s computing and 0.1-1.3 s (from run to
+    run) in the kernel, faulting in pages of fresh temporaries, so fewer and
+    smaller temporaries are what made it faster (bench/results/graph.md).
     """
     if not incidence.has_sorted_indices:
         incidence = incidence.copy()
         incidence.sort_indices()
     n_nodes = incidence.shape[1]
-    indptr, indices = incidence.indptr, incidence.indices.astype(np.int64)
+    indptr, indices = incidence.indptr, incidence.indices
     sizes = np.diff(indptr)
-    keys = [np.zeros(0, dtype=np.int64)]
-    for size in np.unique(sizes[sizes >= 2]):
-        documents = np.nonzero(sizes == size)[0]
-        nodes = indices[indptr[documents][:, None] + np.arange(size)]
-        first, second = np.triu_indices(size, 1)
-        keys.append((nodes[:, first] * n_nodes + nodes[:, second]).ravel())  # first < second: rows are sorted
-    pair_keys = np.concatenate(keys)
-    del keys
-    if pair_keys.size == 0:  # no document holds two nodes (or no documents): no edges
+    pair_sizes = np.unique(sizes[sizes >= 2])
+    group_documents = [np.flatnonzero(sizes == size) for size in pair_sizes]
+    n_pairs = sum(len(documents) * (int(size) * (int(size) - 1) // 2)
+                  for size, documents in zip(pair_sizes, group_documents))
+    if n_pairs == 0:  # no document holds two nodes (or no documents): no edges
         return sparse.csr_matrix((n_nodes, n_nodes), dtype=np.int32)
+    pair_keys = np.empty(n_pairs, dtype=np.int64)  # first * n_nodes + second, first < second
+    start = 0
+    for size, documents in zip(pair_sizes.tolist(), group_documents):
+        nodes = indices[indptr[documents][:, None] + np.arange(size)]
+        first, second = np.triu_indices(size, 1)  # rows are sorted, so first < second
+        block = pair_keys[start:start + len(documents) * len(first)].reshape(len(documents), len(first))
+        np.multiply(nodes[:, first], n_nodes, out=block, dtype=np.int64)
+        block += nodes[:, second]
+        start += block.size
+    del group_documents, nodes
     pair_keys.sort()
-    new_run = np.empty(len(pair_keys), dtype=bool)  # in place: no temporaries the size of the key array
-    new_run[:1] = True
+    new_run = np.empty(n_pairs, dtype=bool)
+    new_run[0] = True
     np.not_equal(pair_keys[1:], pair_keys[:-1], out=new_run[1:])
     run_starts = np.flatnonzero(new_run)
     del new_run
-    unique_keys = pair_keys[run_starts]
-    counts = np.diff(run_starts, append=len(pair_keys)).astype(np.int32)
+    counts = np.empty(len(run_starts), dtype=np.int32)
+    np.subtract(run_starts[1:], run_starts[:-1], out=counts[:-1], casting="unsafe")
+    counts[-1] = n_pairs - run_starts[-1]
+    # into run_starts' own memory (mode "clip" does not buffer; entry k is read before it is overwritten)
+    unique_keys = np.take(pair_keys, run_starts, out=run_starts, mode="clip")
     del pair_keys
-    rows, columns = np.divmod(unique_keys, n_nodes)
-    upper_indptr = np.concatenate(([0], np.cumsum(np.bincount(rows, minlength=n_nodes))))
-    upper = sparse.csr_matrix((counts, columns.astype(np.int32), upper_indptr), shape=(n_nodes, n_nodes))
-    return (upper + upper.T.tocsr()).tocsr()
+    upper_indptr = np.searchsorted(unique_keys, np.arange(n_nodes + 1, dtype=np.int64) * n_nodes)
+    columns = np.remainder(unique_keys, n_nodes, out=unique_keys).astype(np.int32)
+    del unique_keys, run_starts
+    upper = sparse.csr_matrix((counts, columns, upper_indptr), shape=(n_nodes, n_nodes))
+    # row i: the transpose's entries (columns < i) then the upper ones (> i); csr_plus_csr merges sorted rows
+    return upper + upper.T.tocsr()
 
 
-def _encoded_rows(n_docs: int, n_nodes: int, *parts: tuple[np.ndarray, np.ndarray]) -> sparse.csr_matrix:
-    """Stack CSR parts (indptr, node ids) column-wise into one deduplicated binary CSR matrix."""
-    matrices = []
+def _encoded_rows(n_docs: int, n_nodes: int,
+                  *parts: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Merge CSR parts (indptr, node ids; ``-1`` for no node) row by row: sorted ids without repeats.
+
+    Returns
+    -------
+    indptr : ndarray of int64, shape (n_docs + 1,)
+    indices : ndarray of int32
+    """
+    cleaned = []
     for indptr, node_ids in parts:
+        indptr = np.asarray(indptr, dtype=np.int64)
+        node_ids = np.asarray(node_ids, dtype=np.int32)
         keep = node_ids >= 0
-        if keep.all():
-            matrix = sparse.csr_matrix((np.ones(len(node_ids), dtype=np.int32), node_ids, indptr),
-                                       shape=(n_docs, n_nodes))
-        else:  # names that canonicalised to nothing: drop them and fix the row pointers
+        if not keep.all():  # names that canonicalised to nothing: drop them and fix the row pointers
             rows = np.repeat(np.arange(n_docs), np.diff(indptr))[keep]
-            matrix = sparse.csr_matrix((np.ones(int(keep.sum()), dtype=np.int32), (rows, node_ids[keep])),
-                                       shape=(n_docs, n_nodes))
-        matrices.append(matrix)
-    stacked = sum(matrices[1:], matrices[0]).tocsr()
-    stacked.sum_duplicates()
-    stacked.sort_indices()
-    return stacked
+            indptr = np.concatenate(([0], np.cumsum(np.bincount(rows, minlength=n_docs))))
+            node_ids = node_ids[keep]
+        cleaned.append((indptr, node_ids))
+    indptr = sum(part_indptr for part_indptr, _ in cleaned)
+    index_type = np.int32 if indptr[-1] < np.iinfo(np.int32).max else np.int64
+    indices = np.empty(int(indptr[-1]), dtype=np.int32)
+    before = np.zeros(n_docs, dtype=np.int64)  # entries of the row's earlier parts
+    for part_indptr, node_ids in cleaned:
+        row_sizes = np.diff(part_indptr)
+        # entry k of row d goes to indptr[d] + before[d] + (k - part_indptr[d])
+        position = np.repeat((indptr[:-1] + before - part_indptr[:-1]).astype(index_type), row_sizes)
+        position += np.arange(len(node_ids), dtype=index_type)
+        indices[position] = node_ids
+        before += row_sizes
+    del position
+    matrix = sparse.csr_matrix((np.ones(len(indices), dtype=np.int8), indices, indptr), shape=(n_docs, n_nodes))
+    matrix.sum_duplicates()  # sorts each row, then drops repeats in place
+    return matrix.indptr.astype(np.int64), matrix.indices

