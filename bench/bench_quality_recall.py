@@ -13,7 +13,9 @@ the same process.
 2. **Decontamination**: all six SPEC benchmarks (what the new default
    checks) for the new code, GSM8K + MATH for the baseline (its default).
    Recall on 600 MATH-test and 600 GSM8K-test problems, verbatim, wrapped in
-   other text, sentences reordered, every number changed. False positives
+   other text, sentences reordered (the last sentence moved to the front),
+   every number changed; then every MATH test problem with its numbers changed
+   and every one of two sentences or more reordered. False positives
    on OpenStax sentences holding a formula, on OpenStax paragraphs and on
    all GSM8K-train questions and answers (with the flagged items listed).
 3. **Throughput** (CPU s of this process, one thread): dedup signatures/s
@@ -21,7 +23,8 @@ the same process.
    GSM8K + MATH only, the baseline's benchmarks); index build time and pickled size.
 
 Run: ``nice -n 5 python -u bench/bench_quality_recall.py`` (needs ../shared/data
-and a git checkout holding commit ``BASELINE``).
+and a git checkout holding commit ``BASELINE``; ``--baseline REV`` compares
+against another revision, e.g. the previous main).
 """
 
 from __future__ import annotations
@@ -60,7 +63,7 @@ APPENDED = ["Show your work.", "Explain your reasoning step by step.", "Give the
 
 
 def baseline_module(name: str):
-    """The module ``synthllm.quality.<name>`` as it was at ``BASELINE``."""
+    """The module ``synthllm.quality.<name>`` as it was at ``BASELINE`` (``--baseline`` sets it)."""
     source = subprocess.run(["git", "-C", str(ROOT), "show", f"{BASELINE}:src/synthllm/quality/{name}.py"],
                             check=True, capture_output=True, text=True).stdout
     folder = Path(tempfile.mkdtemp())
@@ -276,6 +279,14 @@ def run_decontam(data_dir: Path, seed: int, n_items: int, repeats: int) -> None:
                           for m, (item_id, _) in zip(matches, full)])
         print(f"  all {len(full)} MATH test problems holding a number, every number changed, {label}: "
               f"{caught:.3f} caught as that item, {np.mean([m is not None for m in matches]):.3f} flagged")
+    reordered = [(item_id, reorder_sentences(text, rng)) for item_id, text in items["math"]]
+    reordered = [(item_id, text) for item_id, text in reordered if text is not None]
+    for label in ("before", "after"):
+        matches = versions[label].check([text for _, text in reordered])
+        caught = np.mean([m is not None and m["benchmark"] == "math" and m["benchmark_id"] == item_id
+                          for m, (item_id, _) in zip(matches, reordered)])
+        print(f"  all {len(reordered)} MATH test problems of two sentences or more, last sentence first, {label}: "
+              f"{caught:.3f} caught as that item")
     paragraphs, formula_sentences = openstax_texts(data_dir)
     train = read_jsonl(data_dir / "gsm8k" / "train.jsonl")
     train_texts = [row[key] for row in train for key in ("question", "answer")]
@@ -344,7 +355,10 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=600)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--only", choices=["dedup", "decontam", "throughput", "semantic"], default=None)
+    parser.add_argument("--baseline", default=BASELINE,
+                        help="git revision whose quality code is the 'before' column (default: %(default)s)")
     args = parser.parse_args()
+    globals()["BASELINE"] = args.baseline
     data_dir = new_decontam.shared_data_dir()
     if data_dir is None:
         raise SystemExit("shared data folder not found ($SYNTHLLM_DATA or ../shared/data)")

@@ -194,6 +194,50 @@ def test_math_problem_with_numbers_changed_is_caught(decontaminator, shared_data
         ("math", idx) for idx in FORMULA_PROBLEMS]
 
 
+#: short MATH problems the old rules missed with their last sentence moved to the front (bench seeds 0-2):
+#: moving a sentence breaks every 13-gram of a problem of ~12-23 tokens, and a last sentence under 6 tokens
+#: ("What is $f(g(2))$?") lies in no 6-gram of its own
+REORDERED_MISSES = ["148", "1050", "3248", "1165", "3718", "971", "1117", "4042", "803", "3420"]
+
+
+def move_last_sentence_first(text: str) -> str:
+    sentences = re.split(r"(?<=[.?!])\s+(?=[A-Z])", text.strip())
+    assert len(sentences) >= 2
+    return " ".join(sentences[-1:] + sentences[:-1])
+
+
+def test_short_math_problems_with_sentences_reordered_are_caught(decontaminator, shared_data):
+    rows = {str(row["idx"]): row for row in read_jsonl(shared_data / "math" / "test.jsonl")}
+    texts = [move_last_sentence_first(rows[idx]["problem"]) for idx in REORDERED_MISSES]
+    assert texts[0] == "What is $f(g(2))$? Let $f(x)=2x-4$ and $g(x)=x^2+3$."
+    matches = decontaminator.check(texts)
+    assert [(m["benchmark"], m["benchmark_id"], m["score"]) if m else None for m in matches] == [
+        ("math", idx, 1.0) for idx in REORDERED_MISSES]
+
+
+def test_a_short_sentence_counts_only_when_held_whole(tmp_path):
+    """A problem sentence under 6 tokens covers its tokens only as a whole sentence of the sample, numbers kept."""
+    bench = tmp_path / "problems.jsonl"
+    bench.write_text(json.dumps({"question": "Let $f(x)=3x+1$. What is $f(4)$?"}) + "\n")
+    decontaminator = Decontaminator([BenchmarkSpec("problems", bench, ["question"])])
+    matches = decontaminator.check(["What is $f(4)$? Let $f(x)=3x+1$.",
+                                    "What is $f(4)+1$? Let $f(x)=3x+1$.",  # another question
+                                    "Let $f(x)=3x+1$."])
+    assert matches[0] is not None and matches[0]["score"] == 1.0
+    assert matches[1:] == [None, None]
+
+
+def test_sentences_of_the_token_stream():
+    from synthllm.quality.decontam import _TokenStream
+
+    stream = _TokenStream(["It costs 3.50 dollars. What is $20!$? Done", "no stop here", ""])
+    # a decimal point is not a sentence end; '!' and '?' are; every text starts a sentence
+    assert stream.sentence_lengths.tolist() == [4, 3, 1, 3]
+    hashes, starts, lengths = stream.sentence_runs(4)
+    assert starts.tolist() == [4, 7, 8] and lengths.tolist() == [3, 1, 3]
+    assert hashes[0] == _TokenStream(["What is 20"]).sentence_runs(4)[0][0]
+
+
 def test_same_template_with_other_formula_is_not_a_leak(decontaminator):
     # tokens match CollegeMath's "Simplify: $\\frac{x^{-2}-6 x^{-1}+9}{x^{2}-9}$" with numbers replaced,
     # but the formula is another one

@@ -11,14 +11,21 @@ steps, so that a shared textbook formula is not mistaken for a leak:
    still matches), and its token ``ngram``-grams (default 13) are hashed into
    a sorted index. A sample field is a candidate for a benchmark text when
    they share one such n-gram (or, for short and formula problems, a
-   ``verify_ngram``-gram). Tokenising, hashing and lookup are vectorised with
-   numpy over whole batches of texts.
+   ``verify_ngram``-gram), or one whole sentence of a problem shorter than
+   ``ngram`` tokens (numbers kept; a sentence ends at ``.``, ``?`` or ``!``
+   outside a number): moving a sentence breaks every n-gram across its ends,
+   and in a problem of two short sentences ("Let $f(x)=2x-4$ and
+   $g(x)=x^2+3$. What is $f(g(2))$?") every 13-gram. Tokenising, hashing and
+   lookup are vectorised with numpy over whole batches of texts.
 2. **Verification.** For each candidate pair the decontaminator measures how
    much of the *benchmark text* the sample covers, with ``verify_ngram``-grams
    (default 6):
 
    - ``raw coverage``: share of the benchmark text's tokens that lie in a
-     k-gram (numbers kept) also found in the sample;
+     k-gram (numbers kept) also found in the sample, or, for a problem, in
+     one of its sentences shorter than k tokens that the sample holds as a
+     whole sentence ("What is $f(g(2))$?" lies in no k-gram of its own: with
+     the sentences reordered only the k-grams across its ends held it);
    - ``normalised coverage``: the same with numbers replaced. For an answer
      or solution it counts only when it reaches ``answer_masked_coverage``
      (0.9) on an answer of ``min_answer_tokens`` (40) tokens or more: two
@@ -63,8 +70,10 @@ Measured (``bench/bench_quality_recall.py``, ``bench/results/quality.md``):
 of all 4,752 MATH test problems holding a number, with every number changed,
 91.1 % are caught as that item (92.0 % flagged; 60.8 % before the second
 look; the template-family rule loses none of them); of 600 random MATH test
-problems, verbatim 100 %, wrapped 99.8 %, sentences reordered 99.0 %; GSM8K
-100 % for each. False hits: on 11,197 OpenStax sentences holding a formula,
+problems, verbatim 100 %, wrapped 99.7-99.8 %, last sentence moved to the
+front 100 % on seeds 0-3 (97.5-99.0 % before whole sentences counted; of all
+2,394 MATH test problems of two sentences or more, 100 %, before 98.5 %);
+GSM8K 100 % for each. False hits: on 11,197 OpenStax sentences holding a formula,
 one, a CollegeMath system of equations that the textbook prints with the same
 numbers (a real overlap; the two same-template exercises flagged before the
 template-family rule are no longer); on the 14,946 GSM8K-train questions and
@@ -252,12 +261,38 @@ class _TokenStream:
         self.offsets = np.append(np.searchsorted(starts, text_starts + 1), len(starts))
         self.counts = np.diff(self.offsets)
         self.text_of_token = np.repeat(np.arange(len(texts)), self.counts)
+        # sentences: a token starts one when its text starts there or the gap before it holds . ? !
+        # (a '.' inside a number is not in a gap): reordering sentences keeps each one whole
+        marks = np.flatnonzero((chars == 46) | (chars == 63) | (chars == 33))  # . ? !
+        marks = marks[kind[marks] == 0]
+        first = np.zeros(len(starts) + 1, dtype=bool)
+        first[np.searchsorted(starts, marks)] = True
+        first = first[:-1]
+        first[self.offsets[:-1][self.counts > 0]] = True
+        self.sentence_starts = np.flatnonzero(first)
+        self.sentence_lengths = np.diff(np.append(self.sentence_starts, len(starts)))
 
     def ngrams(self, ngram: int, numbers_replaced: bool = True) -> tuple[np.ndarray, np.ndarray]:
         """Hashes of the n-grams that lie inside one text, and the index of their first token."""
         combined = _kgram_hashes(self.hashes if numbers_replaced else self.raw_hashes, ngram)
         inside = np.flatnonzero(self.text_of_token[:len(combined)] == self.text_of_token[ngram - 1:])
         return combined[inside], inside
+
+    def sentence_runs(self, below: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Hashes (numbers kept) of the whole sentences shorter than ``below`` tokens, their first token and length.
+
+        A sentence's hash is that of the n-gram of all its tokens, so equal
+        sentences have equal hashes wherever they stand in their texts.
+        """
+        short = self.sentence_lengths < below
+        starts, lengths = self.sentence_starts[short], self.sentence_lengths[short]
+        combined = np.zeros(len(starts), dtype=np.uint64)
+        last = len(self.raw_hashes) - 1
+        for offset in range(int(lengths.max()) if len(lengths) else 0):
+            active = offset < lengths
+            step = combined * _HASH_BASE + self.raw_hashes[np.minimum(starts + offset, last)]
+            combined = np.where(active, step, combined)
+        return combined, starts, lengths
 
 
 @dataclass(frozen=True)
@@ -371,7 +406,9 @@ class Decontaminator:
         with other numbers, just the textbook exercise of that kind.
     min_short_run : int, default=4
         Problems of this many tokens up to ``verify_ngram - 1`` are also found
-        as one run of all their tokens (numbers kept) inside a longer sample.
+        as one run of all their tokens (numbers kept) inside a longer sample;
+        a problem's sentences of this many tokens up to ``ngram - 1`` propose
+        it as a candidate when the sample holds one of them as a sentence.
     min_answer_tokens : int, default=40
         Non-first fields (answers, solutions) shorter than this leak only on
         their numbers-kept coverage (under ``ngram`` tokens they never match
@@ -487,7 +524,7 @@ class Decontaminator:
                                                for bench, form in zip(benchmark_of, forms)], dtype=bool)
         self._entry_in_stem_family = np.array([bool(stem) and stem_sizes[bench, stem] >= self.template_items
                                                for bench, stem in zip(benchmark_of, stems)], dtype=bool)
-        # (n, numbers replaced, distinct hits a candidate needs, index)
+        # (n, numbers replaced, distinct hits a candidate needs, index); n = 0: whole sentences (below)
         self._indexes = [
             (self.ngram, True, 1, self._index(stream, self.ngram, True, indexed_long, entry_items)),
             (self.ngram, False, 1, self._index(stream, self.ngram, False, indexed_long, entry_items)),
@@ -498,6 +535,23 @@ class Decontaminator:
             (self.verify_ngram, True, 1, self._index(stream, self.verify_ngram, True, self._entry_is_formula,
                                                      entry_items)),
         ]
+        # whole sentences of problems, shorter than ngram tokens (numbers kept): moving a sentence breaks
+        # every n-gram across its ends, and in a short problem ("Let $f(x)=2x-4$ and $g(x)=x^2+3$. What is
+        # $f(g(2))$?") every one of them. Sentences of min_short_run+ tokens propose candidates (the
+        # sample's own sentences are looked up); those under verify_ngram tokens ("What is $f(g(2))$?",
+        # no k-gram inside them) cover their tokens in the check when the sample holds them as a sentence
+        runs, run_starts, run_lengths = stream.sentence_runs(self.ngram)
+        run_entries = stream.text_of_token[run_starts]
+        self._indexes.append((0, False, 1, self._index_of(
+            runs, run_entries, self._entry_is_primary[run_entries] & (run_lengths >= self.min_short_run),
+            entry_items)))
+        sentences = np.bincount(stream.text_of_token[stream.sentence_starts], minlength=len(texts))
+        short = ((run_lengths < self.verify_ngram) & self._entry_is_primary[run_entries]
+                 & (sentences[run_entries] >= 2))
+        self._sentence_hashes = runs[short]
+        self._sentence_offsets = (run_starts[short] - stream.offsets[run_entries[short]]).astype(np.int32)
+        self._sentence_lengths = run_lengths[short].astype(np.int32)
+        self._sentence_bounds = np.searchsorted(run_entries[short], np.arange(len(texts) + 1))
         for entry_index in np.flatnonzero((stream.counts > 0) & (stream.counts < self.verify_ngram)
                                           & self._entry_is_primary):
             self._short_texts.setdefault(" ".join(tokenize(texts[entry_index])), int(entry_index))
@@ -517,7 +571,8 @@ class Decontaminator:
         self._bench_norm = _kgram_hashes(stream.hashes, k)
         # evidence k-grams (numbers replaced): distinctive (in fewer than common_items items)
         # and mostly prose words
-        common = self._common_hashes(stream, k, True, entry_items)
+        hashes, first_tokens = stream.ngrams(k, True)
+        common = self._common_hashes(hashes, stream.text_of_token[first_tokens], entry_items)
         wordy = np.convolve(stream.is_word.astype(np.int64), np.ones(k, dtype=np.int64), "valid") * 2 >= k
         self._bench_distinctive = ~_member(self._bench_norm, common)
         self._bench_evidence = self._bench_distinctive & wordy[:len(self._bench_norm)]
@@ -525,11 +580,9 @@ class Decontaminator:
         # (it is pickled to every worker)
         self._stream = _TextSpans(stream.counts, stream.offsets)
 
-    def _common_hashes(self, stream: "_TokenStream", ngram: int, numbers_replaced: bool,
-                       entry_items: np.ndarray) -> np.ndarray:
-        """Sorted n-gram hashes found in ``common_items`` benchmark items or more."""
-        hashes, first_tokens = stream.ngrams(ngram, numbers_replaced)
-        hashes, _ = _unique_pairs(hashes, entry_items[stream.text_of_token[first_tokens]])
+    def _common_hashes(self, hashes: np.ndarray, entries: np.ndarray, entry_items: np.ndarray) -> np.ndarray:
+        """Sorted hashes (of n-grams of the given entries) found in ``common_items`` benchmark items or more."""
+        hashes, _ = _unique_pairs(hashes, entry_items[entries])
         unique_hashes, counts = _unique_counts(hashes)
         return unique_hashes[counts >= self.common_items]
 
@@ -538,8 +591,12 @@ class Decontaminator:
         """Sorted unique distinctive (n-gram hash, entry) pairs of the selected texts, and a presence table."""
         hashes, first_tokens = stream.ngrams(ngram, numbers_replaced)
         entries = stream.text_of_token[first_tokens]
-        keep = selected[entries] & ~_member(hashes, self._common_hashes(stream, ngram, numbers_replaced,
-                                                                        entry_items))
+        return self._index_of(hashes, entries, selected[entries], entry_items)
+
+    def _index_of(self, hashes: np.ndarray, entries: np.ndarray, selected: np.ndarray, entry_items: np.ndarray
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The index of the selected (hash, entry) pairs whose hash is distinctive, with its presence table."""
+        keep = selected & ~_member(hashes, self._common_hashes(hashes, entries, entry_items))
         index_hashes, index_entries = _unique_pairs(hashes[keep], entries[keep])
         # a 2**24-bit presence table (2 MB, cache-friendly) on the top hash bits answers most
         # lookups of absent n-grams
@@ -569,12 +626,22 @@ class Decontaminator:
         slots = np.repeat(low - np.cumsum(repeat) + repeat, repeat) + np.arange(repeat.sum())
         return np.repeat(texts_of, repeat), index_entries[slots]
 
-    def _candidates(self, stream: "_TokenStream") -> tuple[np.ndarray, np.ndarray]:
-        """(text, entry) candidate pairs: the ``max_candidates`` entries sharing most n-grams with each text."""
+    def _candidates(self, stream: "_TokenStream", runs: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+                    ) -> tuple[np.ndarray, np.ndarray]:
+        """(text, entry) candidate pairs: the ``max_candidates`` entries sharing most n-grams with each text.
+
+        ``runs`` are the texts' sentences shorter than ``ngram`` (:meth:`_TokenStream.sentence_runs`,
+        computed when ``None``), looked up in the index of whole sentences (``ngram`` 0 in ``_indexes``).
+        """
+        if runs is None:
+            runs = stream.sentence_runs(self.ngram)
         n_entries = len(self._entries)
         key_parts, count_parts = [], []
         for ngram, numbers_replaced, min_hits, index in self._indexes:
-            hashes, first_tokens = stream.ngrams(ngram, numbers_replaced)
+            if ngram == 0:
+                hashes, first_tokens = runs[0], runs[1]
+            else:
+                hashes, first_tokens = stream.ngrams(ngram, numbers_replaced)
             found_texts, found_entries = self._lookup(index, hashes, stream.text_of_token[first_tokens])
             keys, counts = _unique_counts(found_texts * n_entries + found_entries)
             key_parts.append(keys[counts >= min_hits])
@@ -593,14 +660,22 @@ class Decontaminator:
         keep = rank < self.max_candidates
         return texts[keep], entries[keep]
 
-    def _verify(self, stream: "_TokenStream", texts: np.ndarray, entries: np.ndarray
-                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Coverage, span and verdict of every (text, entry) pair, all pairs at once.
+    def _verify(self, stream: "_TokenStream", texts: np.ndarray, entries: np.ndarray,
+                runs: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Coverage, span, verdict and need of a formula check of every (text, entry) pair, all pairs at once.
 
         Each pair gets a segment as long as its benchmark text: its k-gram
         flags followed by ``k - 1`` zeros, so that a convolution marks the
-        covered tokens without leaking from one pair into the next.
+        covered tokens without leaking from one pair into the next. A
+        problem's sentence shorter than k tokens, which no k-gram of its own
+        covers, counts as covered (numbers kept) when the text holds it as a
+        whole sentence (``runs``: the texts' sentence runs,
+        :meth:`_TokenStream.sentence_runs`, computed when ``None``): its
+        sentences moved around, a problem keeps all of them.
         """
+        if runs is None:
+            runs = stream.sentence_runs(self.ngram)
         k = self.verify_ngram
         lengths = self._stream.counts[entries]
         n_kgrams = np.maximum(lengths - k + 1, 0)
@@ -616,15 +691,18 @@ class Decontaminator:
         all_raw, all_norm = _kgram_hashes(stream.raw_hashes, k), _kgram_hashes(stream.hashes, k)
         sample_raw, sample_norm = self._sample_keys(stream, np.unique(texts), all_raw, all_norm, k)
 
-        def coverage_of(found: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        def coverage_of(found: np.ndarray, also: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
             flags = np.zeros(total, dtype=np.int64)
             flags[layout[found]] = 1
             covered = (np.convolve(flags, np.ones(k, dtype=np.int64))[:total] > 0).astype(np.int64)
+            if also is not None:
+                covered[also] = 1
             sums = np.add.reduceat(covered, segment_starts) if total else np.zeros(0, dtype=np.int64)
             return np.where(lengths > 0, sums / np.maximum(lengths, 1), 0.0), flags
 
         raw_found = _member(self._bench_raw[bench_positions] + text_salt, sample_raw)
-        coverage, raw_flags = coverage_of(raw_found)
+        coverage, raw_flags = coverage_of(raw_found, self._sentences_held(stream, texts, entries, segment_starts,
+                                                                          runs))
         span = self._longest_runs(raw_flags, segment_starts)
         span = np.where(span > 0, span + k - 1, 0)
         prose = self._entry_is_prose[entries]
@@ -658,6 +736,24 @@ class Decontaminator:
         # formula, gets a look at its formulas ("Find the domain of the function: <formula>" is generic)
         needs_shape = leak & ((formula & ~raw_leak) | self._entry_needs_shape[entries]) & ~tiny
         return coverage, span, leak, needs_shape
+
+    def _sentences_held(self, stream: "_TokenStream", texts: np.ndarray, entries: np.ndarray,
+                        segment_starts: np.ndarray, runs: tuple[np.ndarray, np.ndarray, np.ndarray]) -> np.ndarray:
+        """Layout positions of the tokens of each pair's short problem sentences that its text holds whole."""
+        low, high = self._sentence_bounds[entries], self._sentence_bounds[entries + 1]
+        counts = high - low
+        if counts.sum() == 0:
+            return np.zeros(0, dtype=np.int64)
+        pair_of = np.repeat(np.arange(len(entries)), counts)
+        index = np.repeat(low - (np.cumsum(counts) - counts), counts) + np.arange(int(counts.sum()))
+        salt = lambda positions: (positions.astype(np.uint64) + np.uint64(1)) * _TEXT_SALT  # noqa: E731
+        run_hashes, run_starts, run_lengths = runs
+        short = run_lengths < self.verify_ngram
+        held = _sorted_unique(run_hashes[short] + salt(stream.text_of_token[run_starts[short]]))
+        found = _member(self._sentence_hashes[index] + salt(texts[pair_of]), held)
+        starts = segment_starts[pair_of[found]] + self._sentence_offsets[index[found]]
+        sizes = self._sentence_lengths[index[found]]
+        return np.repeat(starts - (np.cumsum(sizes) - sizes), sizes) + np.arange(int(sizes.sum()))
 
     @staticmethod
     def _sample_keys(stream: "_TokenStream", positions: np.ndarray, all_raw: np.ndarray, all_norm: np.ndarray,
@@ -699,7 +795,8 @@ class Decontaminator:
         for batch in _batches(texts, self.batch_chars):
             batch_texts = [texts[i] for i in batch]
             stream = _TokenStream(batch_texts)
-            pair_texts, pair_entries = self._candidates(stream)
+            runs = stream.sentence_runs(self.ngram)
+            pair_texts, pair_entries = self._candidates(stream, runs)
             tiny_texts, tiny_entries = [], []
             for position in np.flatnonzero((stream.counts > 0) & (stream.counts < self.verify_ngram)).tolist():
                 entry_index = self._short_texts.get(" ".join(tokenize(batch_texts[position])))
@@ -721,7 +818,7 @@ class Decontaminator:
             pair_entries = np.concatenate([pair_entries, np.asarray(tiny_entries, dtype=np.int64)])
             if len(pair_texts) == 0:
                 continue
-            coverage, span, leak, needs_shape = self._verify(stream, pair_texts, pair_entries)
+            coverage, span, leak, needs_shape = self._verify(stream, pair_texts, pair_entries, runs)
             for pair in np.flatnonzero(leak).tolist():
                 position, entry = int(pair_texts[pair]), self._entries[int(pair_entries[pair])]
                 if needs_shape[pair] and not _formulas_within(entry.text, batch_texts[position]):
