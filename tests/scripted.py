@@ -90,12 +90,12 @@ def respond(messages: list[dict]) -> str:
         return "It is a clear text.\nRating: 2" if off_topic else "Clear worked examples.\nRating: 8"
     if "describe what a student learns" in user:
         return concepts_reply(_document(user))
-    if "exam questions about the document above" in user:
+    if "exam questions about the document" in user:  # above (v5) or below (v6)
         return level1_reply(_document(user))
     if "Reference 1:" in user:
-        return combined_reply(user.split("grouped by topic:")[1].split("Task:")[0], "L3")
+        return combined_reply(re.split(r"Task:|\n\nReference 1:", user.split("grouped by topic:")[1])[0], "L3")
     if "Key concepts of the document:" in user:
-        return combined_reply(user.split("Key concepts of the document:")[1].split("Task:")[0], "L2")
+        return combined_reply(re.split(r"Task:|\n\nDocument:", user.split("Key concepts of the document:")[1])[0], "L2")
     if "Solve the problem" in user:
         return answer_reply(user.split("Problem:")[-1])
     raise ValueError("scripted responder: unknown prompt")

@@ -95,10 +95,14 @@ def test_concept_grammar_bounds_topics_and_concepts():
 
 
 def test_concept_names_start_with_a_letter_so_numbering_loops_are_refused():
-    """The two demo replies v1 allowed (SmolLM2-135M, 20 documents): names made of numbering."""
+    """Demo replies v1 allowed (SmolLM2-135M, 20 documents): names made of numbering or of junk."""
     stage = ExtractConcepts(S)
     loops = ["<level>elementary</level>\n<subject>1. 1.1.1.1.1.1</subject>\n",
-             "<level>elementary</level>\n<subject>algebra</subject>\n<topic>\n1. 1.1.1: 1.1.1.1: 1.1.1.1:\n"]
+             "<level>elementary</level>\n<subject>algebra</subject>\n<topic>\n1. 1.1.1: 1.1.1.1: 1.1.1.1:\n",
+             # where refusing a leading digit alone moved them (SmolLM2, demo, 4 of 20 replies)
+             "<level>elementary</level>\n<subject>\u05e2\u05d5\u05d1\u05e8</subject>\n",
+             "<level>college</level>\n<subject>Algebra</subject>\n<topic>\n1. \ufeff1. 1. 1.",
+             "<level>college</level>\n<subject>Algebra</subject>\n<topic>\n1. \u24d0 1. 1. 1."]
     v1 = load_grammar("concepts", "v1", **stage.grammar_fields()).text
     for prefix in loops:
         assert accepts_prefix(v1, prefix) and not accepts_prefix(stage.grammar.text, prefix)

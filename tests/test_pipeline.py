@@ -43,7 +43,7 @@ def test_end_to_end_dataset_has_all_levels_and_counts_reconcile(tmp_path):
     for row in table:
         assert row["messages"] == [{"role": "user", "content": row["question"]},
                                    {"role": "assistant", "content": row["answer"]}]
-        assert row["model"] == "scripted" and row["prompt_version"] == "v5" and row["seed"] == 0
+        assert row["model"] == "scripted" and row["prompt_version"] == "v6" and row["seed"] == 0
         if row["level"] == 3:
             assert len(row["walk"]) >= 4 and len(row["source_doc_ids"]) == 2
         else:
@@ -53,7 +53,7 @@ def test_end_to_end_dataset_has_all_levels_and_counts_reconcile(tmp_path):
     stages = manifest["stages"]
     assert stages["answers"]["in"] == sum(stages[s]["out"] for s in ("level1", "level2", "level3"))
     assert backend.calls == sum(stages[s]["model_calls"] for s in ("concepts", "level1", "level2", "level3", "answers"))
-    assert manifest["versions"]["prompts"]["level1"] == "v5"
+    assert manifest["versions"]["prompts"]["level1"] == "v6"
     assert (tmp_path / "run" / "graph" / "coverage.json").exists()
 
 
