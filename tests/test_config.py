@@ -52,3 +52,10 @@ def test_levels_need_concepts():
     with pytest.raises(ConfigError, match="need concepts"):
         load_config(None, {"concepts": {"enabled": False}})
     load_config(None, {"concepts": {"enabled": False}, "level2": {"enabled": False}, "level3": {"enabled": False}})
+
+
+def test_min_questions_cannot_exceed_the_questions_asked():
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="min_questions_per_document"):
+        Config.model_validate({"level1": {"questions_per_document": 2, "min_questions_per_document": 3}})

@@ -136,3 +136,13 @@ def test_the_grammar_is_part_of_the_cache_key_and_only_when_set():
     # an unconstrained request keeps the key it had before grammars existed (old caches stay valid)
     # (the key computed by the code before this change)
     assert request.cache_key("m") == "678cc0edd485f7262403cd77e4adcf3a64021199d88670e891bdd4176b498f85"
+
+
+def test_a_minimum_number_of_questions_is_held_by_the_grammar():
+    one = LEVEL1.split("\n<Q2>")[0]
+    assert accepts(Level1Questions(S, max_questions=3), one)
+    at_least_two = Level1Questions(S, max_questions=3, min_questions=2, allow_unsuitable=False)
+    assert not accepts(at_least_two, one) and accepts(at_least_two, LEVEL1)
+    assert not accepts(Level2Questions(S, max_questions=3, min_questions=2), LEVEL2)
+    with pytest.raises(ValueError):
+        Level1Questions(S, max_questions=2, min_questions=3)

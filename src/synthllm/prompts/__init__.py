@@ -141,17 +141,21 @@ def load_grammar(name: str, version: str | None = None, **fields) -> Grammar:
     return Grammar(name, f"v{number}", _PLACEHOLDER.sub(sub, "\n".join(lines)) + "\n")
 
 
-def numbered_blocks(count: int, body: str, tag: str = "Q", prefix: str = "q") -> tuple[str, str]:
-    """Grammar rules for 1 to ``count`` blocks ``<Q1>\\n`` body ``</Q1>``, newline-separated.
+def numbered_blocks(count: int, body: str, tag: str = "Q", prefix: str = "q",
+                    minimum: int = 1) -> tuple[str, str]:
+    """Grammar rules for ``minimum`` to ``count`` blocks ``<Q1>\\n`` body ``</Q1>``, newline-separated.
 
     Returns ``(expression, rules)``: the expression (``q1 ("\\n" q2)?``, nested so
-    that blocks come in order) goes where the blocks belong; ``rules`` defines
-    ``q1`` ... ``q<count>``, each with its literal number, on top of ``body``.
+    that blocks come in order; blocks up to ``minimum`` are required) goes where the
+    blocks belong; ``rules`` defines ``q1`` ... ``q<count>``, each with its literal
+    number, on top of ``body``.
     """
-    if count < 1:
-        raise ValueError(f"count must be at least 1, got {count}")
+    if not 1 <= minimum <= count:
+        raise ValueError(f"need 1 <= minimum <= count, got minimum {minimum}, count {count}")
     expression = f"{prefix}{count}"
     for number in range(count - 1, 0, -1):
-        expression = f'{prefix}{number} ("\\n" {expression})?'
+        optional = number >= minimum  # block number+1 may be left out
+        expression = f'{prefix}{number} "\\n" {expression}' if not optional else \
+            f'{prefix}{number} ("\\n" {expression})?'
     rules = "\n".join(f'{prefix}{n} ::= "<{tag}{n}>\\n" {body} "</{tag}{n}>"' for n in range(1, count + 1))
     return expression, rules

@@ -128,6 +128,7 @@ class QuestionStage(ModelStage):
     sampling : sampling parameters of the call.
     prompt_version : pin a template version (default: newest).
     max_questions : most questions asked for (and kept) per input record.
+    min_questions : fewest questions the reply grammar lets a reply hold (SPEC: 1).
     max_source_chars : source text (document or each reference) is cut to this length in the prompt.
     """
 
@@ -136,8 +137,10 @@ class QuestionStage(ModelStage):
     prefill = "<Q1>\nQuestion:"
 
     def __init__(self, sampling: Sampling, prompt_version: str | None = None, max_questions: int = 5,
-                 max_source_chars: int = 6000, grammar_version: str | None = None):
-        self.max_questions = max_questions
+                 max_source_chars: int = 6000, grammar_version: str | None = None, min_questions: int = 1):
+        if not 1 <= min_questions <= max_questions:
+            raise ValueError(f"need 1 <= min_questions <= max_questions, got {min_questions} and {max_questions}")
+        self.max_questions, self.min_questions = max_questions, min_questions
         self.max_source_chars = max_source_chars
         super().__init__(sampling, prompt_version, grammar_version)
 
@@ -147,5 +150,5 @@ class QuestionStage(ModelStage):
     def grammar_fields(self) -> dict:
         from ..prompts import numbered_blocks
 
-        blocks, rules = numbered_blocks(self.max_questions, "block-body")
+        blocks, rules = numbered_blocks(self.max_questions, "block-body", minimum=self.min_questions)
         return {"max_questions": self.max_questions, "blocks": blocks, "block_rules": rules}

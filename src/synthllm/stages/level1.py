@@ -21,9 +21,9 @@ class Level1Questions(QuestionStage):
     template_name = "level1"
 
     def __init__(self, sampling, prompt_version=None, max_questions: int = 5, max_source_chars: int = 6000,
-                 grammar_version: str | None = None, allow_unsuitable: bool = True):
+                 grammar_version: str | None = None, allow_unsuitable: bool = True, min_questions: int = 1):
         self.allow_unsuitable = allow_unsuitable
-        super().__init__(sampling, prompt_version, max_questions, max_source_chars, grammar_version)
+        super().__init__(sampling, prompt_version, max_questions, max_source_chars, grammar_version, min_questions)
 
     def grammar_fields(self) -> dict:
         # Under its grammar SmolLM2-135M chose the sentinel for 9 of 20 OpenStax sections (v5
