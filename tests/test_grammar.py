@@ -45,7 +45,8 @@ def test_every_model_stage_declares_a_grammar_that_xgrammar_reads():
     stages = [ExtractConcepts(S), Level1Questions(S, max_questions=3), Level2Questions(S, max_questions=3),
               Level3Questions(S, max_questions=2), AnswerQuestions(S), RateDocuments(S)]
     for stage in stages:
-        assert stage.grammar is not None and stage.grammar.version == ("v2" if stage.name == "concepts" else "v1")
+        assert stage.grammar is not None and stage.grammar.version == (
+            "v2" if stage.name in ("concepts", "level2", "level3") else "v1")
         assert "#" not in stage.grammar.text.split("::=")[0]  # comments are not sent
         xgr.Grammar.from_ebnf(stage.grammar.text)  # raises on a syntax error
         request = stage.requests({"id": "d", "text": "x " * 50, "doc_id": "d", "topics": [], "question": "q?",
@@ -146,3 +147,23 @@ def test_a_minimum_number_of_questions_is_held_by_the_grammar():
     assert not accepts(Level2Questions(S, max_questions=3, min_questions=2), LEVEL2)
     with pytest.raises(ValueError):
         Level1Questions(S, max_questions=2, min_questions=3)
+
+
+def test_level2_and_level3_replies_select_only_the_prompts_concepts():
+    """v1 let SmolLM2-135M 'select' concepts such as ':28:44.22:28:44' and ask '1.1. 1.2. 1.3.' (demo)."""
+    topics = [{"topic": "Slopes", "concepts": ["Slope", "Rounding", 'The "rise"', "a, b pairs"]}]
+    stage = Level2Questions(S, max_questions=3)
+    grammar = stage.requests({"id": "d", "doc_id": "d", "text": "x", "topics": topics})[0].grammar
+    assert grammar != stage.grammar.text and '"The \\"rise\\""' in grammar and "a, b pairs" not in grammar
+    assert accepts(grammar, LEVEL2)
+    assert not accepts(grammar, LEVEL2.replace("Rounding", "Intercept"))  # not in the prompt's list
+    assert accepts(grammar, LEVEL2.replace("Rounding", 'The "rise"'))
+    assert not accepts(grammar, LEVEL2.replace("Question: A ramp", "Question: 1.1. 1.2. A ramp"))
+    assert accepts(stage, LEVEL2.replace("Rounding", "Intercept"))  # the stage's own grammar: any name
+    level3 = Level3Questions(S, max_questions=2)
+    walk = {"id": "w", "groups": [{"topic": "A", "concepts": ["Slope"]}, {"topic": "B", "concepts": ["Rounding"]}],
+            "references": [], "walk": {}}
+    narrowed = level3.requests(walk)[0].grammar
+    assert accepts(narrowed, LEVEL2) and not accepts(narrowed, LEVEL2.replace("Slope", "Area"))
+    alone = dict(walk, groups=[{"topic": "A", "concepts": ["Slope"]}])  # fewer than 2 names: the free rule
+    assert level3.requests(alone)[0].grammar == level3.grammar.text

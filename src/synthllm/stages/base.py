@@ -76,10 +76,14 @@ class ModelStage(ABC):
         """Values for the grammar file's placeholders."""
         return {}
 
+    def grammar_text(self, record: Record) -> str | None:
+        """The grammar sent with this record's requests (the stage's own, unless a stage narrows it)."""
+        return self.grammar.text if self.grammar is not None else None
+
     def requests(self, record: Record) -> list[ChatRequest]:
         """The ``n_samples`` requests for one input record (messages, sampling, prefill, grammar)."""
         messages = self.build(record)
-        grammar = self.grammar.text if self.grammar is not None else None
+        grammar = self.grammar_text(record)
         return [ChatRequest.from_messages(messages, self.sampling, sample_index, self.prefill, grammar=grammar)
                 for sample_index in range(self.n_samples)]
 
@@ -147,8 +151,34 @@ class QuestionStage(ModelStage):
     def stop_sequences(self) -> tuple[str, ...]:
         return (f"</Q{self.max_questions}>",)
 
+    def record_concepts(self, record: Record) -> list[str]:
+        """The concepts a reply may select (Level-2: the document's, Level-3: the walk's); none here."""
+        return []
+
+    def grammar_text(self, record: Record) -> str | None:
+        """The stage's grammar with ``concept ::= concept-free`` narrowed to this record's concepts.
+
+        Grammars from v2 of Level-2 and Level-3 hold that rule; a reply then selects only concepts
+        the prompt listed. Names with a comma, a bracket, a newline or ``<`` cannot sit in the
+        comma-separated list and are left out; with fewer than 2 names left the free rule stays.
+        """
+        text = super().grammar_text(record)
+        if text is None or "\nconcept ::= concept-free\n" not in text:
+            return text
+        names = sorted({c.strip() for c in self.record_concepts(record)
+                        if c.strip() and not any(ch in c for ch in ",[]<\n\t")})
+        if len(names) < 2:
+            return text
+        choices = " | ".join(_ebnf_literal(name) for name in names)
+        return text.replace("\nconcept ::= concept-free\n", f"\nconcept ::= {choices}\n")
+
     def grammar_fields(self) -> dict:
         from ..prompts import numbered_blocks
 
         blocks, rules = numbered_blocks(self.max_questions, "block-body", minimum=self.min_questions)
         return {"max_questions": self.max_questions, "blocks": blocks, "block_rules": rules}
+
+
+def _ebnf_literal(text: str) -> str:
+    """``text`` as an EBNF string literal (xgrammar and GBNF escapes)."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'

@@ -19,6 +19,9 @@ class Level2Questions(QuestionStage):
     name = "level2"
     template_name = "level2"
 
+    def record_concepts(self, record: Record) -> list[str]:
+        return [c for t in record["topics"] for c in t["concepts"]]
+
     def build(self, record: Record) -> list[dict]:
         return self.template.render(document=truncate_text(record["text"], self.max_source_chars),
                                     concepts=format_topics(record["topics"]), max_questions=self.max_questions)

@@ -20,6 +20,9 @@ class Level3Questions(QuestionStage):
     name = "level3"
     template_name = "level3"
 
+    def record_concepts(self, record: Record) -> list[str]:
+        return [c for g in record["groups"] for c in g["concepts"]]
+
     def build(self, record: Record) -> list[dict]:
         refs = [truncate_text(r["text"], self.max_source_chars) for r in record["references"]]
         refs += ["(none)"] * (2 - len(refs))
