@@ -149,3 +149,26 @@ def test_a_frequency_penalty_stops_a_greedy_reply_from_repeating_itself(backend)
         ask, Sampling(max_tokens=60, temperature=0.0, frequency_penalty=penalty))])[0] for penalty in (0.0, 1.0))
     assert distinct(penalised.text) > distinct(plain.text) + 0.1
     assert "fraction" in penalised.text.lower() or "/" in penalised.text  # still on the prompt's subject
+
+
+def test_requests_with_different_grammars_share_a_batch_and_each_row_keeps_its_own(backend):
+    """Level-2/3 narrow their grammar per record; one batch decodes them, each row under its own."""
+    from synthllm.stages.level2 import Level2Questions
+
+    stage = Level2Questions(Sampling(max_tokens=96, temperature=0.0), max_questions=1)
+    records = [{"id": f"d{i}", "doc_id": f"d{i}", "text": text, "topics": [{"topic": "T", "concepts": names}]}
+               for i, (text, names) in enumerate([("Slopes of lines, rounded.", ["Slope", "Rounding"]),
+                                                   ("Areas and volumes of boxes.", ["Area", "Volume"])])]
+    requests = [stage.requests(record)[0] for record in records]
+    assert requests[0].grammar != requests[1].grammar
+    calls = []
+    original = backend._generate_batch
+    backend._generate_batch = lambda prompts, *rest: calls.append(len(prompts)) or original(prompts, *rest)
+    try:
+        replies = backend.generate(requests)
+    finally:
+        del backend._generate_batch
+    assert calls == [2]
+    for reply, record in zip(replies, records):
+        selected = reply.text.split("Selected Concepts: [")[1].split("]")[0].split(", ")
+        assert set(selected) <= set(record["topics"][0]["concepts"]), reply.text

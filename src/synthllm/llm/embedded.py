@@ -288,14 +288,22 @@ class TransformersBackend:
                 "dtype": self.dtype, "constrained": self.constrained, "constraint_engine": engine}
 
     def compiled_grammar(self, grammar: str):
-        """``grammar`` compiled for this model's tokenizer; compiled once, then reused."""
-        compiled = self._compiled.get(grammar)
-        if compiled is None:
+        """``grammar`` compiled for this model's tokenizer; compiled once, then reused.
+
+        The stages' own grammars stay compiled; per-record ones (Level-2/3 narrowed to a record's
+        concepts) come and go, so the cache keeps the 512 most recently used.
+        """
+        compiled = self._compiled.pop(grammar, None)
+        if compiled is not None:
+            self._compiled[grammar] = compiled  # most recently used last
+        else:
             xgr = self._xgr
             if self._compiler is None:
                 info = xgr.TokenizerInfo.from_huggingface(self._tokenizer, vocab_size=self._lm.config.vocab_size)
                 self._compiler = xgr.GrammarCompiler(info, max_threads=1)
             compiled = self._compiled[grammar] = self._compiler.compile_grammar(grammar)
+            while len(self._compiled) > 512:
+                self._compiled.pop(next(iter(self._compiled)))
         return compiled
 
     def _prompt_ids(self, request: ChatRequest, constrained: bool) -> list[int]:
@@ -319,20 +327,23 @@ class TransformersBackend:
                     error=f"prompt of {len(ids)} tokens exceeds the context window "
                           f"({self.context_window}) minus max_tokens ({request.sampling.max_tokens})")
                 continue
-            groups[(request.sampling, request.sample_index, grammar)].append((index, ids))
-        for (sampling, sample_index, grammar), members in groups.items():
+            # requests with different grammars share a batch (a grammar per row): Level-2 and
+            # Level-3 narrow theirs to each record's concepts, and batches of one cost the demo minutes
+            groups[(request.sampling, request.sample_index, grammar is not None)].append((index, ids))
+        for (sampling, sample_index, constrained), members in groups.items():
             members.sort(key=lambda item: len(item[1]))  # little padding within a batch
             for start in range(0, len(members), self.preferred_batch_size):
                 batch = members[start:start + self.preferred_batch_size]
-                texts = self._generate_batch([ids for _, ids in batch], sampling, sample_index, grammar)
+                grammars = [requests[index].grammar for index, _ in batch] if constrained else None
+                texts = self._generate_batch([ids for _, ids in batch], sampling, sample_index, grammars)
                 for (index, ids), result in zip(batch, texts):
-                    if requests[index].prefill and grammar is None:
+                    if requests[index].prefill and not constrained:
                         result.text = requests[index].prefill + result.text
                     responses[index] = result
         return responses  # type: ignore[return-value]
 
     def _generate_batch(self, prompts: list[list[int]], sampling, sample_index: int,
-                        grammar: str | None = None) -> list[ChatResponse]:
+                        grammars: list[str] | None = None) -> list[ChatResponse]:
         import torch
 
         tok = self._tokenizer
@@ -350,10 +361,12 @@ class TransformersBackend:
             # temperature / top-p after them), so the mask still decides what is allowed
             extra["logits_processor"].append(
                 ReplyPenalty(width, sampling.presence_penalty, sampling.frequency_penalty))
-        if grammar is not None:
-            # one processor per generate call (it keeps per-row matcher state); the grammar ends
-            # the reply, so no stop strings: a row stopped by one would feed the matcher padding
-            extra["logits_processor"].append(self._xgr.contrib.hf.LogitsProcessor(self.compiled_grammar(grammar)))
+        if grammars is not None:
+            # one processor per generate call (it keeps per-row matcher state), one grammar per row;
+            # the grammar ends the reply, so no stop strings: a row stopped by one would feed the
+            # matcher padding
+            extra["logits_processor"].append(self._xgr.contrib.hf.LogitsProcessor(
+                [self.compiled_grammar(grammar) for grammar in grammars]))
         elif sampling.stop:
             # a sequence that reached a stop string stops decoding (the batch ends when all have)
             extra.update(stop_strings=list(sampling.stop), tokenizer=tok)
