@@ -71,11 +71,12 @@ def main() -> None:
         probe = run(backend, items, args.probe_cap, args.batch, True)
         lengths = sorted(r.completion_tokens for r in probe["replies"])
         correct = [is_correct(r.text, i.final) for r, i in zip(probe["replies"], items)]
+        right_lengths = [r.completion_tokens for r, c in zip(probe["replies"], correct) if c]
         ended = [r.completion_tokens for r in probe["replies"] if r.finish_reason == "stop"]
         print(f"answer lengths (cap {args.probe_cap}): median {statistics.median(lengths):.0f}, "
               f"ended {len(ended)}/{len(items)} (longest that ended: {max(ended, default=0)}), "
               + ", ".join(f"over {c}: {sum(n > c for n in lengths)}" for c in (128, 192, 256, 320, 384))
-              + f"; correct {sum(correct)} (lengths {[r.completion_tokens for r, c in zip(probe['replies'], correct) if c]})"
+              + f"; correct {sum(correct)} (lengths {right_lengths})"
               + f"; {probe['tokens']} tokens in {probe['wall_s']:.0f} s wall, {probe['cpu_s']:.0f} s CPU")
     results = {"generate": [], "loop": []}
     for repeat in range(args.repeats):
