@@ -19,6 +19,10 @@ wall time. xgrammar is optional (``pip install --no-deps xgrammar
 apache-tvm-ffi``: its declared ``triton`` dependency, ~1 GB, is unused on
 CPU); without it requests are decoded unconstrained and ``describe()`` says so.
 
+Greedy requests without a grammar, stop strings or repetition penalty (the
+study's accuracy answers) are decoded by a loop that drops each row at its
+end instead of ``model.generate`` (see ``TransformersBackend._greedy_batch``).
+
 Precision: ``dtype="auto"`` runs bfloat16 where the CPU has native bf16
 arithmetic (``avx512_bf16`` or ``amx_bf16``) or the GPU supports it, else
 float32. Measured with HF ``generate``, batch 32, on this project's CPU:
@@ -366,13 +370,15 @@ class TransformersBackend:
         """Greedy decoding that drops each row from the batch once it has ended.
 
         ``model.generate`` keeps computing every row until the longest one
-        ends (a finished row keeps producing padding), so a batch of answers
-        whose lengths run from 90 to 256 tokens spends a third of its compute
-        on rows already done. Here a row leaves the batch, and its slice of the
-        KV cache is dropped, at its end-of-sequence token or at ``max_tokens``.
-        The tokens are those of ``generate`` with greedy search (same model
-        calls: left padding, positions from the attention mask, KV cache);
-        only float rounding in a smaller batch can differ.
+        ends (a finished row keeps producing padding), and SmolLM2-135M's
+        GSM8K answers run from ~90 tokens to loops that hit the cap. Here a
+        row leaves the batch, and its slice of the KV cache is dropped, at its
+        end-of-sequence token or at ``max_tokens``: 1.17-1.19x the tokens per
+        CPU-second of ``generate`` on 50 GSM8K answers, bf16, cap 256
+        (bench/results/study.md). The tokens are those of ``generate`` with
+        greedy search (same model calls: left padding, positions from the
+        attention mask, KV cache; equal in float32, tested); in bf16 a smaller
+        batch can round differently and flip a near-tie.
         """
         import torch
         from transformers import DynamicCache
