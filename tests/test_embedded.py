@@ -172,3 +172,27 @@ def test_requests_with_different_grammars_share_a_batch_and_each_row_keeps_its_o
     for reply, record in zip(replies, records):
         selected = reply.text.split("Selected Concepts: [")[1].split("]")[0].split(", ")
         assert set(selected) <= set(record["topics"][0]["concepts"]), reply.text
+
+
+def test_greedy_loop_that_drops_finished_rows_gives_generates_tokens():
+    """The study's accuracy path: greedy requests skip ``model.generate`` for a loop that drops each
+    row at its end; in float32 its answers equal ``generate``'s, token for token, with rows of
+    different prompt lengths (left padding) that end at different steps."""
+    from synthllm.llm.embedded import TransformersBackend
+
+    backend = TransformersBackend(batch_size=3, dtype="float32", constrained=False)
+    sampling = Sampling(max_tokens=40, temperature=0.0, top_p=1.0)
+    questions = ["Reply with one word: is 7 prime?",
+                 "What is 2 + 2?",
+                 "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. "
+                 "How many clips did Natalia sell altogether in April and May?"]
+    requests = [ChatRequest.from_messages([{"role": "user", "content": q}], sampling) for q in questions]
+    loop = backend.generate(requests)
+    backend.drop_finished_rows = False
+    reference = backend.generate(requests)
+    backend.close()
+    assert [r.text for r in loop] == [r.text for r in reference]
+    assert [r.completion_tokens for r in loop] == [r.completion_tokens for r in reference]
+    assert [r.finish_reason for r in loop] == [r.finish_reason for r in reference]
+    # the batch really had rows ending before others (the case the loop exists for)
+    assert "stop" in {r.finish_reason for r in loop} and len({r.completion_tokens for r in loop}) > 1

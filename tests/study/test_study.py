@@ -147,3 +147,40 @@ def test_a_folder_made_with_another_config_is_refused(reference, tmp_path):
     config = load_study_config(reference.parent / "study.yaml", {"sizes": {"values": [2, 3]}})
     with pytest.raises(InputError, match="another config .*sizes"):
         Study(config, reference).run()
+
+
+def test_every_unit_has_graded_greedy_answers_to_real_gsm8k_items(reference):
+    """The accuracy path of every unit: answers from the backend layer, each with its reference final answer,
+    its grade, its length and why it ended; the accuracy is the mean of the grades."""
+    from synthllm.study.grading import is_correct
+
+    for unit in ("base", "train-n2-s0", "train-n4-s0"):
+        record = json.loads((reference / "units" / unit / "eval" / "accuracy-gsm8k.json").read_text())["value"]
+        answers = record["answers"]
+        assert record["n"] == len(answers) == 2 and record["failed"] == 0
+        assert record["accuracy"] == sum(a["correct"] for a in answers) / 2
+        assert record["capped"] == sum(a["finish"] == "length" for a in answers)
+        for answer in answers:
+            assert isinstance(answer["reply"], str) and answer["reply"].strip()
+            assert answer["final"].replace(",", "").lstrip("-").isdigit()  # GSM8K's `#### n`
+            assert 0 < answer["tokens"] <= 8 and answer["finish"] in ("stop", "length")
+            assert answer["correct"] == is_correct(answer["reply"], answer["final"])
+
+
+def test_generate_answers_grades_through_the_backend_layer(shared_data):
+    """Two real GSM8K test items through `generate_answers` (the embedded backend, greedy), graded."""
+    from synthllm.study.config import EvalConfig
+    from synthllm.study.data import load_benchmark
+    from synthllm.study.evaluate import generate_answers
+    from synthllm.study.grading import is_correct
+
+    spec = {"name": "gsm8k", "path": str(shared_data / "gsm8k" / "test.jsonl")}
+    evaluation = EvalConfig(benchmarks=[spec], max_new_tokens=24, batch_size=2)
+    items = load_benchmark(evaluation.benchmarks[0])[:2]
+    responses = generate_answers("smollm2-135m-instruct", [[{"role": "user", "content": i.question}] for i in items],
+                                 evaluation, "cpu")
+    assert len(responses) == 2 and all(r.ok and r.text.strip() for r in responses)
+    assert all(0 < r.completion_tokens <= 24 and r.finish_reason in ("stop", "length") for r in responses)
+    # the grader on the same items: a reply that ends with the reference's final answer is right, another is not
+    assert all(is_correct(f"So the answer is {i.final}.", i.final) for i in items)
+    assert not any(is_correct(f"So the answer is {int(i.final.replace(',', '')) + 1}.", i.final) for i in items)

@@ -276,12 +276,16 @@ class Study:
             acc_items = items[: self.bench_specs[name].accuracy_items]
 
             def accuracy(acc_items=acc_items):
-                replies = generate_answers(model_folder, [self._prompt(i.question) for i in acc_items], ev, self.device)
+                responses = generate_answers(model_folder, [self._prompt(i.question) for i in acc_items], ev,
+                                             self.device)
+                replies = [r.text if r.ok else None for r in responses]
                 correct = [is_correct(reply, item.final) for reply, item in zip(replies, acc_items)]
                 return {"accuracy": sum(correct) / len(correct) if correct else None, "n": len(correct),
                         "failed": sum(reply is None for reply in replies),
-                        "answers": [{"reply": r, "final": i.final, "correct": c}
-                                    for r, i, c in zip(replies, acc_items, correct)]}
+                        "capped": sum(r.finish_reason == "length" for r in responses),
+                        "answers": [{"reply": t, "final": i.final, "correct": c, "tokens": r.completion_tokens,
+                                     "finish": r.finish_reason}
+                                    for t, r, i, c in zip(replies, responses, acc_items, correct)]}
 
             result["benchmarks"][name]["accuracy"] = self._cached(unit_dir, f"accuracy-{name}", fingerprint, accuracy)
         return result
@@ -404,14 +408,19 @@ class Study:
                 outcome.units_skipped.append(unit.name)
                 continue
             self.log(f"unit {index}/{len(units)}: {unit.name}")
-            started = time.perf_counter()
+            started, cpu = time.perf_counter(), time.process_time()
             done[unit.name], _ = self.run_unit(unit)
             outcome.units_run.append(unit.name)
             self.write_table(self.result_rows(done))
             summary = ", ".join(
-                f"{bench} acc {_fmt(r['accuracy']['accuracy'])} loss {_fmt(r['loss']['nats_per_token'])}"
+                f"{bench} acc {_fmt(r['accuracy']['accuracy'])}"
+                + (f" ({r['accuracy']['capped']} of {r['accuracy']['n']} answers capped)"
+                   if r["accuracy"].get("capped") else "")
+                + f" loss {_fmt(r['loss']['nats_per_token'])}"
                 for bench, r in done[unit.name]["benchmarks"].items())
-            self.log(f"✓ {unit.name}: {summary} ({time.perf_counter() - started:.0f} s)")
+            # CPU time next to wall time: on a shared machine the wall time says little
+            self.log(f"✓ {unit.name}: {summary} ({time.perf_counter() - started:.0f} s, "
+                     f"CPU {time.process_time() - cpu:.0f} s)")
         outcome.results = self.result_rows(done)
         ggmi = self.ggmi_rows(outcome.results)
         if ggmi:
