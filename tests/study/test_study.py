@@ -184,3 +184,15 @@ def test_generate_answers_grades_through_the_backend_layer(shared_data):
     # the grader on the same items: a reply that ends with the reference's final answer is right, another is not
     assert all(is_correct(f"So the answer is {i.final}.", i.final) for i in items)
     assert not any(is_correct(f"So the answer is {int(i.final.replace(',', '')) + 1}.", i.final) for i in items)
+
+
+def test_units_as_ray_tasks_give_the_same_table(reference, tmp_path):
+    """executor: ray runs each unit as a Ray task (here a local Ray, 2 at once) in the same folder."""
+    pytest.importorskip("ray")
+    from testdata import SHARED_DATA
+
+    config = tiny_config(SHARED_DATA, tmp_path, executor="ray", ray={"cpus_per_unit": 1})
+    result = subprocess.run(study_command(config, tmp_path / "out"), env=child_env(), capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "3 units submitted to Ray" in result.stdout
+    assert (tmp_path / "out" / "results.csv").read_text() == (reference / "results.csv").read_text()

@@ -124,6 +124,14 @@ class FitConfig(_Section):
     forecast_at: list[float] = Field(default_factory=list, description="Also forecast the metric at these data sizes.")
 
 
+class StudyRayConfig(_Section):
+    """Where units run with ``executor: ray``: one Ray task per unit, each reserving its resources."""
+
+    address: str | None = Field(None, description="Ray cluster to join ('auto' for a running one, or ray://host:10001); default: start a local Ray on this machine.")
+    gpus_per_unit: float = Field(0.0, ge=0, description="GPUs each unit's task reserves (e.g. 8 for a unit that trains on a whole node); 0 on CPUs.")
+    cpus_per_unit: float = Field(1.0, gt=0, description="CPUs each unit's task reserves.")
+
+
 class StudyConfig(_Section):
     """A whole study: data, model, subsets, training, evaluation, fits."""
 
@@ -139,6 +147,8 @@ class StudyConfig(_Section):
     fit: FitConfig = Field(default_factory=FitConfig, description="The scaling-law fits and forecasts at the end.")
     checkpoints: Literal["keep", "final", "none"] = Field("final", description="What stays on disk after a unit is evaluated: every resumable checkpoint ('keep'), only the final model ('final'), or nothing ('none'). Results are never pruned.")
     report: bool = Field(True, description="Fit the laws and write study.html at the end.")
+    executor: Literal["local", "ray"] = Field("local", description="Where units run: one after the other in this process ('local'), or as Ray tasks at once, each reserving `ray.gpus_per_unit` GPUs ('ray'; pip install 'synthllm[ray]'); the study folder must be on a filesystem every Ray node sees. Results are the same either way.")
+    ray: StudyRayConfig = Field(default_factory=StudyRayConfig, description="Ray settings for executor 'ray'.")
 
     @model_validator(mode="after")
     def _distinct_names(self) -> "StudyConfig":

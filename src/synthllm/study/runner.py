@@ -403,13 +403,9 @@ class Study:
             if existing is not None:
                 done[unit.name] = existing
         self.write_table(self.result_rows(done))
-        for index, unit in enumerate(units, start=1):
-            if unit.name in done:
-                outcome.units_skipped.append(unit.name)
-                continue
-            self.log(f"unit {index}/{len(units)}: {unit.name}")
-            started, cpu = time.perf_counter(), time.process_time()
-            done[unit.name], _ = self.run_unit(unit)
+        outcome.units_skipped = [unit.name for unit in units if unit.name in done]
+        for unit, result, started, cpu in self._execute([unit for unit in units if unit.name not in done], len(units)):
+            done[unit.name] = result
             outcome.units_run.append(unit.name)
             self.write_table(self.result_rows(done))
             summary = ", ".join(
@@ -435,11 +431,52 @@ class Study:
             outcome.report = write_study_report(self.out, outcome.results, ggmi, self.config, self._plan_json())
         return outcome
 
+    def _execute(self, pending: list[Unit], total: int):
+        """Run ``pending`` units; yield ``(unit, result, wall start, CPU start)`` as each finishes.
+
+        Locally one after the other; with ``executor: ray`` as Ray tasks at once (each reserving
+        ``ray.gpus_per_unit`` GPUs and ``ray.cpus_per_unit`` CPUs), in the order they finish. A unit
+        task does what :meth:`run_unit` does here, in the same folder, so a killed study resumes
+        the same way under either executor.
+        """
+        if self.config.executor == "local":
+            for unit in pending:
+                self.log(f"unit {self.units().index(unit) + 1}/{total}: {unit.name}")
+                started, cpu = time.perf_counter(), time.process_time()
+                yield unit, self.run_unit(unit)[0], started, cpu
+            return
+        if not pending:
+            return
+        from ..executors.ray_executor import _import_ray
+
+        ray = _import_ray()
+        if not ray.is_initialized():
+            ray.init(address=self.config.ray.address, include_dashboard=False)
+        task = ray.remote(num_gpus=self.config.ray.gpus_per_unit, num_cpus=self.config.ray.cpus_per_unit,
+                          max_retries=0)(_unit_task)
+        config = self.config.model_dump(mode="json")
+        started, cpu = time.perf_counter(), time.process_time()
+        running = {task.remote(config, str(self.out.resolve()), unit.name): unit for unit in pending}
+        self.log(f"{len(running)} units submitted to Ray ({self.config.ray.gpus_per_unit:g} GPUs, "
+                 f"{self.config.ray.cpus_per_unit:g} CPUs each)")
+        while running:
+            ready, _ = ray.wait(list(running), num_returns=1)
+            unit = running.pop(ready[0])
+            yield unit, ray.get(ready[0]), started, cpu
+
     def _plan_json(self) -> dict:
         plan = _read_json(self.out / "plan.json") or {}
         plan["train_records"] = {unit.name: _read_json(self._unit_dir(unit) / "train.json")
                                  for unit in self.units() if not unit.is_base}
         return plan
+
+
+def _unit_task(config: dict, out_dir: str, unit_name: str) -> dict:
+    """One unit in a Ray worker: the study's own ``run_unit`` in the shared study folder."""
+    study = Study(StudyConfig.model_validate(config), out_dir)
+    study._load()
+    unit = next(unit for unit in study.units() if unit.name == unit_name)
+    return study.run_unit(unit)[0]
 
 
 def _fmt(value) -> str:
