@@ -34,7 +34,9 @@ def demo_config(docs: int, corpus: Path | None = None, model: str | None = None)
         # document, Level-1 prompt v6); at frequency_penalty 1.0, 2.7 (grounding 0.92 -> 0.83).
         "level1": {"max_tokens": 240, "max_document_chars": 1500, "temperature": 0.4, "questions_per_document": 3,
                    "min_questions_per_document": 3, "frequency_penalty": 1.0, "allow_unsuitable": False},
-        "level2": {"max_tokens": 320, "max_document_chars": 1500, "temperature": 0.8, "questions_per_document": 3,
+        # three Level-2 blocks (2-3 concepts and a question of up to 400 characters each) need about
+        # 400 tokens: at 320, a cut reply left one of 20 documents with a single question
+        "level2": {"max_tokens": 400, "max_document_chars": 1500, "temperature": 0.8, "questions_per_document": 3,
                    "min_questions_per_document": 3, "frequency_penalty": 1.0},
         # 160 tokens cut most Level-3 replies (6 of 10 embedded, 9 of 10 through vLLM)
         "level3": {"max_tokens": 224, "temperature": 0.4, "max_walks": max(2, docs // 2), "questions_per_walk": 1,
