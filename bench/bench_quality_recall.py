@@ -227,6 +227,14 @@ def openstax_texts(data_dir: Path) -> tuple[list[str], list[str]]:
     return paragraphs, [s for s in sentences if formula.search(s) and re.search(r"\d", s)]
 
 
+
+def caught_as_math_item(decontaminator, pairs):
+    """Share of ``(item_id, text)`` pairs caught as their own MATH item, and share flagged at all."""
+    matches = decontaminator.check([text for _, text in pairs])
+    caught = np.mean([m is not None and m["benchmark"] == "math" and m["benchmark_id"] == item_id
+                      for m, (item_id, _) in zip(matches, pairs)])
+    return caught, float(np.mean([m is not None for m in matches]))
+
 def run_decontam(data_dir: Path, seed: int, n_items: int, repeats: int) -> None:
     old = baseline_module("decontam")
     specs_old = old.shared_benchmark_specs(data_dir)
@@ -274,17 +282,13 @@ def run_decontam(data_dir: Path, seed: int, n_items: int, repeats: int) -> None:
     full = [(item_id, change_numbers(text, random.Random(f"{seed}/all/{item_id}"))) for item_id, text in items["math"]]
     full = [(item_id, text) for (item_id, text), (_, original) in zip(full, items["math"]) if text != original]
     for label in ("before", "after"):
-        matches = versions[label].check([text for _, text in full])
-        caught = np.mean([m is not None and m["benchmark"] == "math" and m["benchmark_id"] == item_id
-                          for m, (item_id, _) in zip(matches, full)])
+        caught, flagged_share = caught_as_math_item(versions[label], full)
         print(f"  all {len(full)} MATH test problems holding a number, every number changed, {label}: "
-              f"{caught:.3f} caught as that item, {np.mean([m is not None for m in matches]):.3f} flagged")
+              f"{caught:.3f} caught as that item, {flagged_share:.3f} flagged")
     reordered = [(item_id, reorder_sentences(text, rng)) for item_id, text in items["math"]]
     reordered = [(item_id, text) for item_id, text in reordered if text is not None]
     for label in ("before", "after"):
-        matches = versions[label].check([text for _, text in reordered])
-        caught = np.mean([m is not None and m["benchmark"] == "math" and m["benchmark_id"] == item_id
-                          for m, (item_id, _) in zip(matches, reordered)])
+        caught, _ = caught_as_math_item(versions[label], reordered)
         print(f"  all {len(reordered)} MATH test problems of two sentences or more, last sentence first, {label}: "
               f"{caught:.3f} caught as that item")
     paragraphs, formula_sentences = openstax_texts(data_dir)
