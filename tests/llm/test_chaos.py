@@ -160,8 +160,11 @@ def test_chaos_with_kills_ends_with_the_uninterrupted_dataset(tmp_path, server, 
             raise
         statuses.append(process.returncode)
         assert "Traceback" not in err, err
-        if attempt == 4:
-            assert process.returncode == 3, err  # down: stopped with work left, not "success"
+        if attempt == 4 and process.returncode != 3:  # down: stopped with work left, not "success" ...
+            # ... unless nothing was left to ask: a kill of attempt 3 after its last model call (seen in a
+            # full-suite run on the loaded 2 cores) leaves this run only reduces, and success is then right
+            this_run = sum(stage.get("this_run", {}).get("model_calls", 0) for stage in manifest(out)["stages"].values())
+            assert process.returncode == 0 and this_run == 0, err
         if process.returncode == 0:
             break
     assert statuses[-1] == 0, statuses
