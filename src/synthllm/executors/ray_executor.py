@@ -93,7 +93,7 @@ def connect(config: Config) -> None:
 
     Parameters
     ----------
-    config : run configuration; ``ray.address`` ``None`` starts a local Ray
+    config : run (or study) configuration; ``ray.address`` ``None`` starts a local Ray
         on this machine, ``"auto"`` joins the cluster started with
         ``ray start`` on this node, ``ray://host:10001`` a remote one.
     """

@@ -404,7 +404,8 @@ class Study:
                 done[unit.name] = existing
         self.write_table(self.result_rows(done))
         outcome.units_skipped = [unit.name for unit in units if unit.name in done]
-        for unit, result, started, cpu in self._execute([unit for unit in units if unit.name not in done], len(units)):
+        pending = [(index, unit) for index, unit in enumerate(units, start=1) if unit.name not in done]
+        for unit, result, started, cpu in self._execute(pending, len(units)):
             done[unit.name] = result
             outcome.units_run.append(unit.name)
             self.write_table(self.result_rows(done))
@@ -431,8 +432,8 @@ class Study:
             outcome.report = write_study_report(self.out, outcome.results, ggmi, self.config, self._plan_json())
         return outcome
 
-    def _execute(self, pending: list[Unit], total: int):
-        """Run ``pending`` units; yield ``(unit, result, wall start, CPU start)`` as each finishes.
+    def _execute(self, pending: list[tuple[int, Unit]], total: int):
+        """Run ``pending`` (position, unit) pairs; yield ``(unit, result, wall start, CPU start)`` as each finishes.
 
         Locally one after the other; with ``executor: ray`` as Ray tasks at once (each reserving
         ``ray.gpus_per_unit`` GPUs and ``ray.cpus_per_unit`` CPUs), in the order they finish. A unit
@@ -440,23 +441,22 @@ class Study:
         the same way under either executor.
         """
         if self.config.executor == "local":
-            for unit in pending:
-                self.log(f"unit {self.units().index(unit) + 1}/{total}: {unit.name}")
+            for index, unit in pending:
+                self.log(f"unit {index}/{total}: {unit.name}")
                 started, cpu = time.perf_counter(), time.process_time()
                 yield unit, self.run_unit(unit)[0], started, cpu
             return
         if not pending:
             return
-        from ..executors.ray_executor import _import_ray
+        from ..executors.ray_executor import connect
 
-        ray = _import_ray()
-        if not ray.is_initialized():
-            ray.init(address=self.config.ray.address, include_dashboard=False)
+        connect(self.config)  # the pipeline's own join: `ray.address` means the same in a study config
+        import ray
         task = ray.remote(num_gpus=self.config.ray.gpus_per_unit, num_cpus=self.config.ray.cpus_per_unit,
                           max_retries=0)(_unit_task)
         config = self.config.model_dump(mode="json")
         started, cpu = time.perf_counter(), time.process_time()
-        running = {task.remote(config, str(self.out.resolve()), unit.name): unit for unit in pending}
+        running = {task.remote(config, str(self.out.resolve()), unit.name): unit for _, unit in pending}
         self.log(f"{len(running)} units submitted to Ray ({self.config.ray.gpus_per_unit:g} GPUs, "
                  f"{self.config.ray.cpus_per_unit:g} CPUs each)")
         while running:
